@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+
+.PHONY: serve test lint bench models verify synth clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Serving needs the runtime plus uvicorn; tests need everything (training, CDK, moto).
+$(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	@touch $@
+
+$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+serve: $(VENV)/.serve-deps
+	$(BIN)/maas serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev-deps
+	$(BIN)/ruff check functions infra model_store tests
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check functions infra model_store tests
+
+bench: $(VENV)/.dev-deps
+	$(BIN)/python -m tests.bench.inference
+
+models: $(VENV)/.dev-deps
+	$(BIN)/maas models build
+
+verify: $(VENV)/.serve-deps
+	$(BIN)/maas models verify
+
+synth: $(VENV)/.dev-deps
+	npm ci --no-audit --no-fund --silent
+	npx cdk synth --quiet
+
+clean:
+	rm -rf $(VENV) .maas cdk.out node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,118 @@
+"""``maas``: the operator's and developer's command line.
+
+Commands touch AWS only when the environment points at it (``MAAS_MODEL_STORE=s3://``,
+``MAAS_*_TABLE``); with nothing set they work on the embedded local stores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import BUNDLED_MODEL_STORE, Settings
+
+
+def _err(msg: str) -> None:
+    print(f"maas: {msg}", file=sys.stderr)
+
+
+# -- models ------------------------------------------------------------------------------
+def cmd_models_build(args: argparse.Namespace) -> int:
+    try:
+        from finmaas_recipes import RecipeDataError, build_into
+    except ImportError as exc:
+        _err(f"training libraries missing ({exc.name}); install with: pip install -e '.[train]'")
+        return 2
+    store = Path(args.store)
+    started = time.perf_counter()
+
+    def progress(msg: str) -> None:
+        print(f"{time.perf_counter() - started:6.1f}s  {msg}", file=sys.stderr, flush=True)
+
+    try:
+        built = build_into(store, args.names or None, progress=progress)
+    except KeyError as exc:
+        _err(str(exc.args[0]))
+        return 2
+    except RecipeDataError as exc:
+        _err(f"bad training data: {exc}")
+        return 1
+    for m in built:
+        metrics = m.card["metrics"]
+        headline = (f"holdout ROC AUC {metrics['roc_auc']}, Brier {metrics['brier']}"
+                    if "roc_auc" in metrics else
+                    f"out-of-time R2 {metrics['r2']} (HAR baseline "
+                    f"{metrics['baseline_har_linear']['r2']})")
+        print(f"{m.name} v{m.version}: {headline}; ONNX parity {m.parity_max_abs_diff:.1e}")
+    return 0
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from .modelstore import open_store
+    from .verify import format_table, verify_store
+
+    store = open_store(args.store or Settings.from_env().model_store)
+    reports = verify_store(store)
+    print(format_table(reports))
+    if not reports:
+        _err(f"no models found in {store.uri}")
+        return 1
+    failed = [r for r in reports if not r.ok]
+    ok = len(reports) - len(failed)
+    print(f"\n{ok} of {len(reports)} model versions verified in {store.uri}")
+    return 1 if failed else 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .modelstore import open_store
+    from .registry import ModelRegistry
+
+    registry = ModelRegistry(open_store(Settings.from_env().model_store))
+    print(json.dumps(registry.catalogue(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="build, verify, list and publish models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    p = msub.add_parser("build", help="train the bundled models from public data")
+    p.add_argument("names", nargs="*", help="models to build (default: all)")
+    p.add_argument("--store", default=str(BUNDLED_MODEL_STORE), help="output store directory")
+    p.set_defaults(func=cmd_models_build)
+    p = msub.add_parser("verify", help="check sha256, graph and card of every model")
+    p.add_argument("--store", help="directory or s3://bucket/prefix (default: MAAS_MODEL_STORE)")
+    p.set_defaults(func=cmd_models_verify)
+    p = msub.add_parser("list", help="print the catalogue")
+    p.set_defaults(func=cmd_models_list)
+    _extend_parser(sub)
+    return parser
+
+
+def _extend_parser(sub: Any) -> None:
+    """Commands defined in other modules register here (serve, invoke, tenants, ...)."""
+    from . import cli_ops
+
+    cli_ops.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:  # configuration and argument errors
+        _err(str(exc))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Every ``MAAS_*`` environment variable is read here and nowhere else.
+
+An explicit argument always beats the environment: ``Settings.from_env(home=...)``.
+With nothing set, every entry point runs on the embedded defaults: the repository's
+``model_store/`` and a SQLite file under ``MAAS_HOME`` (``./.maas``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_MODEL_STORE = REPO_ROOT / "model_store"
+
+# Environment variable names, in one place.
+ENV_HOME = "MAAS_HOME"
+ENV_MODEL_STORE = "MAAS_MODEL_STORE"
+ENV_USAGE_TABLE = "MAAS_USAGE_TABLE"
+ENV_ROLLUPS_TABLE = "MAAS_ROLLUPS_TABLE"
+ENV_TENANTS_TABLE = "MAAS_TENANTS_TABLE"
+ENV_STAGE = "MAAS_STAGE"
+ENV_ALIAS_TTL = "MAAS_ALIAS_TTL_SECONDS"
+ENV_TENANT_TTL = "MAAS_TENANT_CACHE_SECONDS"
+ENV_SESSION_CACHE = "MAAS_SESSION_CACHE_SIZE"
+ENV_ORT_THREADS = "MAAS_ORT_THREADS"
+ENV_CACHE_DIR = "MAAS_CACHE_DIR"
+ENV_MAX_INSTANCES = "MAAS_MAX_INSTANCES"
+ENV_MAX_BODY = "MAAS_MAX_BODY_BYTES"
+ENV_RETENTION_DAYS = "MAAS_USAGE_RETENTION_DAYS"
+ENV_ROLLUP_SHARDS = "MAAS_ROLLUP_SHARDS"
+ENV_API_ID = "MAAS_API_ID"
+
+
+def _default_threads() -> int:
+    # Lambda gives one vCPU per 1,769 MB; os.cpu_count() reports the host's view, which
+    # on Lambda matches the vCPUs the function may use.
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration of one process (a Lambda container, the local server, the CLI)."""
+
+    home: Path = field(default_factory=lambda: Path(".maas"))
+    model_store: str = str(BUNDLED_MODEL_STORE)
+    usage_table: str | None = None
+    rollups_table: str | None = None
+    tenants_table: str | None = None
+    stage: str = "local"
+    alias_ttl_seconds: float = 30.0
+    tenant_cache_seconds: float = 60.0
+    session_cache_size: int = 8
+    ort_threads: int = field(default_factory=_default_threads)
+    cache_dir: Path = field(default_factory=lambda: Path("/tmp/finmaas-models"))
+    max_instances: int = 1000
+    max_body_bytes: int = 1_000_000
+    usage_retention_days: int = 400
+    rollup_shards: int = 32
+    api_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        s = cls()
+        values: dict[str, Any] = {}
+        if ENV_HOME in env:
+            values["home"] = Path(env[ENV_HOME])
+        if ENV_MODEL_STORE in env:
+            values["model_store"] = env[ENV_MODEL_STORE]
+        for name, key in (
+            (ENV_USAGE_TABLE, "usage_table"),
+            (ENV_ROLLUPS_TABLE, "rollups_table"),
+            (ENV_TENANTS_TABLE, "tenants_table"),
+            (ENV_STAGE, "stage"),
+            (ENV_API_ID, "api_id"),
+        ):
+            if env.get(name):
+                values[key] = env[name]
+        for name, key, conv in (
+            (ENV_ALIAS_TTL, "alias_ttl_seconds", float),
+            (ENV_TENANT_TTL, "tenant_cache_seconds", float),
+            (ENV_SESSION_CACHE, "session_cache_size", int),
+            (ENV_ORT_THREADS, "ort_threads", int),
+            (ENV_MAX_INSTANCES, "max_instances", int),
+            (ENV_MAX_BODY, "max_body_bytes", int),
+            (ENV_RETENTION_DAYS, "usage_retention_days", int),
+            (ENV_ROLLUP_SHARDS, "rollup_shards", int),
+        ):
+            if env.get(name):
+                try:
+                    values[key] = conv(env[name])
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{name}={env[name]!r} is not a valid {conv.__name__}"
+                    ) from exc
+        if ENV_CACHE_DIR in env:
+            values["cache_dir"] = Path(env[ENV_CACHE_DIR])
+        values.update(overrides)
+        settings = replace(s, **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.session_cache_size < 1:
+            raise ValueError("MAAS_SESSION_CACHE_SIZE must be at least 1")
+        if self.ort_threads < 1:
+            raise ValueError("MAAS_ORT_THREADS must be at least 1")
+        if not 1 <= self.max_instances <= 100_000:
+            raise ValueError("MAAS_MAX_INSTANCES must be between 1 and 100000")
+        if not 1 <= self.rollup_shards <= 1000:
+            raise ValueError("MAAS_ROLLUP_SHARDS must be between 1 and 1000")
+        tables = [self.usage_table, self.rollups_table]
+        if any(tables) and not all(tables):
+            raise ValueError("set both MAAS_USAGE_TABLE and MAAS_ROLLUPS_TABLE, or neither")
+
+    @property
+    def uses_dynamodb(self) -> bool:
+        return bool(self.usage_table and self.rollups_table)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "finmaas.sqlite3"

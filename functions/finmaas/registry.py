@@ -1,0 +1,207 @@
+"""The model registry: names, aliases and versions from a store, cards and onnxruntime
+sessions cached in memory.
+
+- Versions are immutable, so cards are cached for the life of the container.
+- Aliases move (``production`` flips to a new version), so they are cached for
+  ``alias_ttl`` seconds: a flip in the bucket takes effect without a redeploy.
+- Sessions are loaded lazily and kept in a bounded LRU; an artifact whose sha256 does not
+  match its card is refused, logged and never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .cards import ALIAS_RE, NAME_RE, VERSION_RE, CardError, ModelCard
+from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
+from .modelstore import ModelStore, ObjectNotFound
+from .runtime import GraphMismatch, LoadedModel
+
+log = logging.getLogger("finmaas.registry")
+DEFAULT_ALIAS = "production"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelRegistry:
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        alias_ttl: float = 30.0,
+        session_cache_size: int = 8,
+        ort_threads: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        on_load: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.alias_ttl = alias_ttl
+        self.session_cache_size = session_cache_size
+        self.ort_threads = ort_threads
+        self._clock = clock
+        self._on_load = on_load
+        self._aliases: dict[str, tuple[float, dict[str, str]]] = {}
+        self._names: tuple[float, list[str]] | None = None
+        self._cards: dict[tuple[str, str], ModelCard] = {}
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # -- names, aliases, versions ------------------------------------------------------
+    def names(self) -> list[str]:
+        now = self._clock()
+        if self._names is None or now - self._names[0] > self.alias_ttl:
+            names = [n for n in self._guard(self.store.list_dirs) if NAME_RE.match(n)]
+            self._names = (now, names)
+        return self._names[1]
+
+    def aliases(self, name: str) -> dict[str, str]:
+        if not NAME_RE.match(name):
+            raise NotFound(f"no model named {name!r}", code="model_not_found")
+        now = self._clock()
+        hit = self._aliases.get(name)
+        if hit and now - hit[0] <= self.alias_ttl:
+            return hit[1]
+        try:
+            doc = self._guard(self.store.read_json, f"{name}/aliases.json")
+        except NotFound:
+            raise NotFound(f"no model named {name!r}", code="model_not_found") from None
+        if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+        ):
+            raise ServiceUnavailable(f"{name}/aliases.json is malformed", code="store_corrupt")
+        self._aliases[name] = (now, doc)
+        return doc
+
+    def versions(self, name: str) -> list[str]:
+        self.aliases(name)  # 404 for unknown models
+        found = [v for v in self._guard(self.store.list_dirs, name) if VERSION_RE.match(v)]
+        return sorted(found, key=lambda v: (len(v), v))
+
+    def resolve(self, name: str, ref: str | None = None) -> str:
+        """A version or alias (default ``production``) to a concrete version string."""
+        aliases = self.aliases(name)
+        ref = ref or DEFAULT_ALIAS
+        if ref in aliases:
+            return aliases[ref]
+        if not VERSION_RE.match(ref):
+            raise NotFound(f"{name} has no version or alias {ref!r}", code="version_not_found")
+        return ref  # an explicit version; existence is checked when its card is read
+
+    # -- cards and models --------------------------------------------------------------
+    def card(self, name: str, version: str) -> ModelCard:
+        key = (name, version)
+        card = self._cards.get(key)
+        if card is not None:
+            return card
+        if not NAME_RE.match(name) or not VERSION_RE.match(version):
+            raise NotFound(f"{name} has no version {version!r}", code="version_not_found")
+        try:
+            doc = self._guard(self.store.read_json, f"{name}/{version}/card.json")
+        except NotFound:
+            self.aliases(name)  # unknown model beats unknown version
+            raise NotFound(f"{name} has no version {version!r}",
+                           code="version_not_found") from None
+        try:
+            card = ModelCard.parse(doc)
+        except CardError as exc:
+            log.error("invalid card", extra={"model": name, "version": version,
+                                             "problems": exc.problems})
+            raise ServiceUnavailable(f"{name} v{version} has an invalid model card",
+                                     code="model_unavailable") from exc
+        if (card.name, card.version) != key:
+            raise ServiceUnavailable(f"{name}/{version}/card.json names another model",
+                                     code="model_unavailable")
+        self._cards[key] = card
+        return card
+
+    def model(self, name: str, version: str) -> LoadedModel:
+        key = (name, version)
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is not None:
+                self._models.move_to_end(key)
+                return loaded
+            card = self.card(name, version)
+            started = time.perf_counter()
+            loaded = self._load(card)
+            if self._on_load:
+                self._on_load(name, version, (time.perf_counter() - started) * 1000)
+            self._models[key] = loaded
+            while len(self._models) > self.session_cache_size:
+                self._models.popitem(last=False)
+            return loaded
+
+    def _load(self, card: ModelCard) -> LoadedModel:
+        import onnxruntime as ort
+
+        key = f"{card.name}/{card.version}/{card.artifact_file}"
+        path = self._guard(self.store.artifact_path, key, card.sha256)
+        actual = sha256_file(path)
+        if actual != card.sha256:
+            self.store.evict(key, card.sha256)
+            log.error("artifact sha256 mismatch: refusing to serve",
+                      extra={"model": card.name, "version": card.version,
+                             "expected": card.sha256, "actual": actual})
+            raise ServiceUnavailable(
+                f"{card.name} v{card.version} failed its integrity check and is not served",
+                code="model_integrity_error", retry_after=60,
+            ) from IntegrityError(key)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.ort_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            session = ort.InferenceSession(str(path), sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+            return LoadedModel(card, session)
+        except (GraphMismatch, Exception) as exc:  # a corrupt graph is a store fault
+            log.error("model failed to load", extra={"model": card.name, "error": str(exc)})
+            raise ServiceUnavailable(f"{card.name} v{card.version} could not be loaded",
+                                     code="model_unavailable", retry_after=60) from exc
+
+    def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Store faults become 503s; a missing object becomes NotFound for the caller."""
+        try:
+            return fn(*args)
+        except ObjectNotFound as exc:
+            raise NotFound(str(exc)) from exc
+        except StoreError as exc:
+            log.warning("model store unavailable", extra={"error": str(exc)})
+            raise ServiceUnavailable("the model store is unavailable; retry shortly",
+                                     code="model_store_unavailable", retry_after=2) from exc
+
+    # -- catalogue ---------------------------------------------------------------------
+    def catalogue(self) -> list[dict[str, Any]]:
+        entries = []
+        for name in self.names():
+            try:
+                aliases = self.aliases(name)
+                card = self.card(name, aliases.get(DEFAULT_ALIAS) or self.versions(name)[-1])
+            except (NotFound, ServiceUnavailable, IndexError):
+                continue  # a half-published model is not listed
+            entries.append({
+                "name": name,
+                "task": card.task,
+                "description": card.description,
+                "versions": self.versions(name),
+                "aliases": aliases,
+                "default_version": card.version,
+                "pricing": {"usd_per_1k_predictions": str(card.usd_per_1k), "currency": "USD"},
+            })
+        return entries
+
+    def is_alias(self, ref: str) -> bool:
+        return bool(ALIAS_RE.match(ref)) and not ref[0].isdigit()

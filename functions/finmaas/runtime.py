@@ -1,0 +1,153 @@
+"""One loaded model: its card, its onnxruntime session, and the mapping from JSON records
+of business fields to the graph's named inputs.
+
+Validation is columnar and collects every problem (up to a cap) so a caller fixes a batch
+in one round trip. It never imitates training-time transforms: the graph has them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cards import InputSpec, ModelCard
+from .errors import Unprocessable
+
+MAX_DETAILS = 50
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(string)": object,
+}
+_MISSING = object()
+
+
+class GraphMismatch(ValueError):
+    """The ONNX graph's inputs do not match the card's fields."""
+
+
+@dataclass(frozen=True)
+class _Column:
+    spec: InputSpec
+    dtype: Any
+    allowed: frozenset[str]
+
+
+def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
+    """Differences between the card's inputs/outputs and the graph's (empty when they agree)."""
+    problems = []
+    graph_inputs = {i.name: i.type for i in session.get_inputs()}
+    for spec in card.inputs:
+        typ = graph_inputs.get(spec.name)
+        if typ is None:
+            problems.append(f"card input {spec.name!r} is not a graph input")
+        elif spec.type == "category" and typ != "tensor(string)":
+            problems.append(f"{spec.name}: category input but graph wants {typ}")
+        elif spec.type != "category" and typ not in ("tensor(float)", "tensor(double)",
+                                                     "tensor(int64)", "tensor(int32)"):
+            problems.append(f"{spec.name}: numeric input but graph wants {typ}")
+    for name in sorted(set(graph_inputs) - set(card.input_names)):
+        problems.append(f"graph input {name!r} is not in the card")
+    outputs = [o.name for o in session.get_outputs()]
+    if card.graph_output not in outputs:
+        problems.append(f"serving.output {card.graph_output!r} is not a graph output {outputs}")
+    return problems
+
+
+class LoadedModel:
+    def __init__(self, card: ModelCard, session: Any) -> None:
+        problems = graph_mismatches(card, session)
+        if problems:
+            raise GraphMismatch("; ".join(problems))
+        self.card = card
+        self.session = session
+        types = {i.name: i.type for i in session.get_inputs()}
+        self._columns = [
+            _Column(spec, _ORT_DTYPES[types[spec.name]], frozenset(spec.categories))
+            for spec in card.inputs
+        ]
+        self._names = frozenset(card.input_names)
+        out = card.outputs[0]
+        self._output_name = out.name if card.task == "regression" else "probability"
+        self._extra = {"unit": out.unit} if card.task == "regression" else {"event": out.event}
+
+    def feeds(self, instances: list[Any]) -> dict[str, np.ndarray]:
+        """Validate records and build one column array per graph input, or raise 422."""
+        problems: list[dict[str, Any]] = []
+
+        def fail(i: int, field: str | None, code: str, message: str) -> None:
+            if len(problems) < MAX_DETAILS:
+                problems.append({"instance": i, "field": field, "code": code,
+                                 "message": message})
+
+        for i, record in enumerate(instances):
+            if not isinstance(record, dict):
+                fail(i, None, "not_an_object", "each instance must be a JSON object of fields")
+                continue
+            for extra in record.keys() - self._names:
+                fail(i, extra, "unknown_field",
+                     f"{extra!r} is not an input of {self.card.name} v{self.card.version}")
+
+        columns: dict[str, np.ndarray] = {}
+        for col in self._columns:
+            spec = col.spec
+            values: list[Any] = []
+            append = values.append
+            for i, record in enumerate(instances):
+                v = record.get(spec.name, _MISSING) if isinstance(record, dict) else _MISSING
+                if v is _MISSING or v is None:
+                    if spec.required:
+                        fail(i, spec.name, "missing", f"{spec.name} is required")
+                    append("" if spec.type == "category" else math.nan)
+                    continue
+                if spec.type == "category":
+                    if not isinstance(v, str):
+                        fail(i, spec.name, "wrong_type", f"{spec.name} must be a string")
+                    elif v not in col.allowed and spec.unknown_category == "reject":
+                        shown = ", ".join(spec.categories[:12])
+                        more = " ..." if len(spec.categories) > 12 else ""
+                        fail(i, spec.name, "unknown_category",
+                             f"{v!r} is not one of {shown}{more}")
+                    append(v)
+                    continue
+                if type(v) is not int and type(v) is not float:
+                    fail(i, spec.name, "wrong_type", f"{spec.name} must be a number")
+                    append(math.nan)
+                    continue
+                if not math.isfinite(v):
+                    fail(i, spec.name, "not_finite", f"{spec.name} must be a finite number")
+                elif spec.type == "integer" and v != int(v):
+                    fail(i, spec.name, "not_integer", f"{spec.name} must be a whole number")
+                elif spec.minimum is not None and v < spec.minimum:
+                    fail(i, spec.name, "out_of_range", f"{spec.name} must be >= {spec.minimum}")
+                elif spec.maximum is not None and v > spec.maximum:
+                    fail(i, spec.name, "out_of_range", f"{spec.name} must be <= {spec.maximum}")
+                append(v)
+            if not problems:
+                columns[spec.name] = np.array(values, dtype=col.dtype).reshape(-1, 1)
+        if problems:
+            raise Unprocessable(
+                f"{len(problems)}{'+' if len(problems) >= MAX_DETAILS else ''} invalid field(s) "
+                f"in instances; nothing was predicted or billed",
+                details=problems,
+            )
+        return columns
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.session.run([self.card.graph_output], feeds)[0]
+        if self.card.graph_column is not None and out.ndim == 2:
+            out = out[:, self.card.graph_column]
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def format(self, values: np.ndarray) -> list[dict[str, Any]]:
+        key = self._output_name
+        extra_key, extra_value = next(iter(self._extra.items()))
+        return [{key: v, extra_key: extra_value} for v in values.tolist()]
+
+    def predict(self, instances: list[Any]) -> list[dict[str, Any]]:
+        return self.format(self.run(self.feeds(instances)))

@@ -1,0 +1,101 @@
+"""``maas models verify``: check every model in a store the way the server will use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cards import NAME_RE, CardError, ModelCard
+from .modelstore import ModelStore, ObjectNotFound
+from .registry import sha256_file
+from .runtime import graph_mismatches
+
+
+@dataclass
+class VersionReport:
+    name: str
+    version: str
+    aliases: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    task: str = ""
+    inputs: int = 0
+    size: int = 0
+    headline: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
+    import onnxruntime as ort
+
+    report = VersionReport(name, version)
+    try:
+        card = ModelCard.parse(store.read_json(f"{name}/{version}/card.json"))
+    except ObjectNotFound:
+        report.problems.append("card.json missing")
+        return report
+    except CardError as exc:
+        report.problems += [f"card: {p}" for p in exc.problems]
+        return report
+    except Exception as exc:
+        report.problems.append(f"card unreadable: {exc}")
+        return report
+    report.task, report.inputs, report.size = card.task, len(card.inputs), card.artifact_bytes
+    metrics = card.raw.get("metrics", {})
+    report.headline = (f"roc_auc {metrics['roc_auc']}" if "roc_auc" in metrics
+                       else f"r2 {metrics.get('r2')}")
+    if (card.name, card.version) != (name, version):
+        report.problems.append(f"card names {card.name} v{card.version}")
+    try:
+        path = store.artifact_path(f"{name}/{version}/{card.artifact_file}", card.sha256)
+    except ObjectNotFound:
+        report.problems.append(f"{card.artifact_file} missing")
+        return report
+    if path.stat().st_size != card.artifact_bytes:
+        report.problems.append(f"size {path.stat().st_size} != card's {card.artifact_bytes}")
+    if sha256_file(path) != card.sha256:
+        report.problems.append("sha256 does not match the card")
+        return report
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        report.problems.append(f"graph does not load: {exc}")
+        return report
+    report.problems += graph_mismatches(card, session)
+    return report
+
+
+def verify_store(store: ModelStore) -> list[VersionReport]:
+    reports: list[VersionReport] = []
+    for name in store.list_dirs():
+        if not NAME_RE.match(name):
+            continue  # recipes/ and other non-model folders
+        try:
+            aliases = store.read_json(f"{name}/aliases.json")
+        except ObjectNotFound:
+            continue
+        versions = [v for v in store.list_dirs(name) if not v.startswith("_")]
+        by_version = {v: verify_version(store, name, v) for v in versions}
+        for alias, target in (aliases or {}).items():
+            if target in by_version:
+                by_version[target].aliases.append(alias)
+            else:
+                bad = VersionReport(name, str(target), [alias])
+                bad.problems.append(f"alias {alias!r} points at a missing version")
+                by_version[str(target)] = bad
+        reports += by_version.values()
+    return reports
+
+
+def format_table(reports: list[VersionReport]) -> str:
+    headers = ["model", "version", "aliases", "task", "inputs", "bytes", "holdout", "status"]
+    rows = [[r.name, r.version, ",".join(r.aliases) or "-", r.task or "?", str(r.inputs),
+             f"{r.size:,}", r.headline or "-", "ok" if r.ok else "FAIL: " + "; ".join(r.problems)]
+            for r in reports]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)

