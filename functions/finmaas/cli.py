@@ -112,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # configuration and argument errors
         _err(str(exc))
         return 2
+    except KeyError as exc:  # an unknown tenant, key or model named on the command line
+        _err(str(exc.args[0]) if exc.args else "not found")
+        return 1
 
 
 if __name__ == "__main__":

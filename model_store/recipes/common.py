@@ -320,3 +320,19 @@ def number_input(name: str, description: str, *, integer: bool = False, required
 def probability_output(event: str, description: str) -> list[dict[str, Any]]:
     return [{"name": "probability", "type": "number", "event": event,
              "description": description, "range": [0, 1]}]
+
+
+def example_record(row: pd.Series, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A real holdout record in business fields, for the docs and the quickstart curl."""
+    out: dict[str, Any] = {}
+    for spec in inputs:
+        v = row[spec["name"]]
+        if v is None or v == "" or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if spec["type"] == "category":
+            out[spec["name"]] = str(v)
+        elif spec["type"] == "integer":
+            out[spec["name"]] = int(v)
+        else:
+            out[spec["name"]] = round(float(v), 6)
+    return out

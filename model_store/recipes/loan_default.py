@@ -124,6 +124,7 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         common.number_input(n, d, integer=i, unit=u, minimum=0)
         for n, (d, u, i) in NUMERIC_DOCS.items()
     ]
+    card_inputs = inputs
     card = {
         "name": NAME,
         "version": VERSION,
@@ -135,8 +136,9 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                        "positive_rate). Lending Club loans only; no time split in the source.",
         "imbalance": "No resampling or class weighting; probabilities are calibrated to the "
                      "5.2% base rate (see calibration and brier_of_base_rate).",
-        "inputs": inputs,
+        "inputs": card_inputs,
         "missing_values": "Every field is required.",
+        "example": common.example_record(X_te.iloc[0], card_inputs),
         "outputs": common.probability_output(
             "default", "Probability that the loan goes bad (Class == 'bad')"),
         "serving": {"output": "probabilities", "column": 1},

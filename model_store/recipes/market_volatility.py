@@ -182,6 +182,7 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                        "S&P 500 history. Predictions for other indices are extrapolations.",
         "inputs": inputs,
         "missing_values": "Every return is required.",
+        "example": common.example_record(X.loc[test].iloc[-1], inputs),
         "features": {
             "rv_d": "sqrt(252 * ret_lag_1^2)",
             "rv_w": "sqrt(252 * mean(ret_lag_1..5 ^2))",

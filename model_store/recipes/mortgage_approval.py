@@ -165,6 +165,7 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
     inputs = [common.category_input(f, YES_NO, d) for f, d in CATEGORY_FIELDS.values()]
     inputs += [common.number_input(f, d, integer=i, unit=u, minimum=lo, maximum=hi)
                for f, d, u, i, lo, hi in NUMBER_FIELDS.values()]
+    card_inputs = inputs
     card = {
         "name": NAME,
         "version": VERSION,
@@ -176,8 +177,9 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                         "automated credit decision.",
         "limitations": "Boston applications from 1990; ratios and unemployment are from that "
                        "market. Proxies for protected attributes may remain: see fairness.",
-        "inputs": inputs,
+        "inputs": card_inputs,
         "missing_values": "Every field is required.",
+        "example": common.example_record(X_te.iloc[0], card_inputs),
         "outputs": common.probability_output(
             "denial", "Probability that the application is denied (deny == 'yes')"),
         "serving": {"output": "probabilities", "column": 1},

@@ -1,0 +1,223 @@
+"""``create_app``: the FastAPI application, built by a factory so tests build their own.
+
+Routes are ``async def``: a sync route hops to a thread pool, which on Lambda costs more
+than the inference itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from .. import __version__, billing
+from ..config import Settings
+from ..errors import ApiError, NotFound
+from ..metering import MeteringStore, open_metering_store
+from ..modelstore import open_store
+from ..plans import get_plan
+from ..registry import ModelRegistry
+from ..service import PredictionService
+from ..telemetry import NullTelemetry, Telemetry
+from ..tenants import TenantStore, open_tenant_store
+from . import body as bodies
+from . import openapi
+from .identity import TenantDirectory, resolve_caller
+
+log = logging.getLogger("finmaas.api")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    registry: ModelRegistry
+    metering: MeteringStore
+    tenants: TenantStore
+    telemetry: Telemetry = field(default_factory=NullTelemetry)
+    today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
+
+    def __post_init__(self) -> None:
+        self.directory = TenantDirectory(self.tenants, ttl=self.settings.tenant_cache_seconds)
+        self.predictions = PredictionService(self.registry, self.metering, self.telemetry)
+
+
+def build_services(settings: Settings | None = None, *, telemetry: Telemetry | None = None,
+                   **clients: Any) -> Services:
+    """Stores chosen by configuration: S3/DynamoDB in AWS, directory/SQLite locally."""
+    settings = settings or Settings.from_env()
+    telemetry = telemetry or NullTelemetry()
+    store = open_store(settings.model_store, cache_dir=str(settings.cache_dir),
+                       s3_client=clients.get("s3"))
+    registry = ModelRegistry(store, alias_ttl=settings.alias_ttl_seconds,
+                             session_cache_size=settings.session_cache_size,
+                             ort_threads=settings.ort_threads, on_load=telemetry.model_loaded)
+    return Services(
+        settings=settings,
+        registry=registry,
+        metering=open_metering_store(settings, dynamodb_client=clients.get("dynamodb")),
+        tenants=open_tenant_store(settings, dynamodb_client=clients.get("dynamodb")),
+        telemetry=telemetry,
+    )
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False).encode(),
+                    status_code=status, media_type="application/json", headers=headers)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", summary="Liveness (no API key)")
+    async def health() -> Response:
+        return json_response({"status": "ok", "version": __version__})
+
+    return router
+
+
+def models_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/models", tags=["models"])
+
+    @router.get("", summary="The catalogue: models, versions, aliases, prices")
+    async def catalogue(request: Request) -> Response:
+        s = _services(request)
+        resolve_caller(request.scope, s.directory)
+        return json_response({"models": s.registry.catalogue()})
+
+    @router.get("/{name}", summary="A model card (production, or ?version= alias or version)")
+    async def card(request: Request, name: str, version: str | None = None) -> Response:
+        s = _services(request)
+        resolve_caller(request.scope, s.directory)
+        resolved = s.registry.resolve(name, version)
+        card = s.registry.card(name, resolved)
+        return json_response({**card.raw, "aliases": s.registry.aliases(name)})
+
+    async def _predict(request: Request, name: str, path_version: str | None) -> Response:
+        s = _services(request)
+        caller = resolve_caller(request.scope, s.directory)
+        idem = bodies.idempotency_key(request)
+        doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
+        instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
+        if path_version and body_version and path_version != body_version:
+            raise ApiError(f"version {body_version!r} in the body contradicts the path's "
+                           f"{path_version!r}", status=422, code="version_conflict")
+        ref = path_version or body_version
+        result = s.predictions.predict(caller, name, ref, instances, raw, idem)
+        headers = {"x-request-id": result.body["request_id"]}
+        if idem is not None:
+            headers["Idempotent-Replayed"] = "true" if result.replayed else "false"
+        return json_response(result.body, headers=headers)
+
+    @router.post("/{name}/predict", summary="Predict with the production version")
+    async def predict(request: Request, name: str) -> Response:
+        return await _predict(request, name, None)
+
+    @router.post("/{name}/versions/{version}/predict", summary="Predict with a given version")
+    async def predict_version(request: Request, name: str, version: str) -> Response:
+        return await _predict(request, name, version)
+
+    return router
+
+
+def billing_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["billing"])
+
+    @router.get("/usage", summary="Your usage by day and model (rollups)")
+    async def usage(request: Request, start: str | None = None, end: str | None = None
+                    ) -> Response:
+        s = _services(request)
+        caller = resolve_caller(request.scope, s.directory)
+        lo, hi = billing.parse_range(start, end, s.today())
+        rows = _guarded(lambda: s.metering.daily_usage(caller.tenant, lo, hi))
+        return json_response(billing.usage_report(caller.tenant, lo, hi, rows))
+
+    @router.get("/invoices/{month}", summary="Your invoice for a month (YYYY-MM)")
+    async def invoice(request: Request, month: str) -> Response:
+        s = _services(request)
+        caller = resolve_caller(request.scope, s.directory)
+        month = billing.parse_month(month, s.today())
+        rows = _guarded(lambda: s.metering.month_usage(caller.tenant, month))
+        return json_response(billing.build_invoice(caller.tenant, get_plan(caller.plan),
+                                                   month, rows, s.today()))
+
+    return router
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    from ..errors import ServiceUnavailable
+    from ..metering import MeteringUnavailable
+
+    try:
+        return fn()
+    except MeteringUnavailable as exc:
+        raise ServiceUnavailable("usage store unavailable; retry shortly",
+                                 code="usage_unavailable") from exc
+    except Exception as exc:
+        if exc.__class__.__module__.startswith("botocore"):
+            raise ServiceUnavailable("usage store unavailable; retry shortly",
+                                     code="usage_unavailable") from exc
+        raise
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    services = services or build_services()
+    app = FastAPI(
+        title="FinMaaS",
+        version=__version__,
+        description="Financial models, paid per prediction. Every route but /health needs "
+                    "an API key in x-api-key. Errors are "
+                    '{"error": {"code", "message", "details"}}.',
+    )
+    app.state.services = services
+
+    def error(request: Request, exc: ApiError) -> Response:
+        services.telemetry.error(exc.code, exc.status)
+        ctx = (request.scope.get("aws.event") or {}).get("requestContext") or {}
+        headers = dict(exc.headers)
+        if ctx.get("requestId"):
+            headers["x-request-id"] = ctx["requestId"]
+        return json_response(exc.body(), exc.status, headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> Response:
+        return error(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "code": e.get("type"),
+                    "message": e.get("msg")} for e in exc.errors()]
+        return error(request, ApiError("the request is invalid", status=422,
+                                       code="validation_error", details=details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code,
+                                                                        "http_error")
+        err = NotFound(str(exc.detail), code=code) if exc.status_code == 404 else ApiError(
+            str(exc.detail), status=exc.status_code, code=code)
+        return error(request, err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error(request, ApiError("internal error; it has been logged", status=500,
+                                       code="internal_error"))
+
+    app.include_router(health_router())
+    app.include_router(models_router())
+    app.include_router(billing_router())
+    openapi.install(app, services.registry)
+    return app

@@ -1,0 +1,71 @@
+"""Reading a predict request body: content type, size, JSON, shape. Each failure is a
+clear 4xx; nothing here touches a model or the meter."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+
+from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _reject_constant(name: str) -> Any:
+    raise Unprocessable(f"{name} is not a number this API accepts: send finite numbers",
+                        code="not_finite")
+
+
+async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {ctype or 'no content type'})",
+            code="unsupported_media_type")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant), raw
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, Unprocessable):
+            raise
+        raise BadRequest(f"body is not valid JSON: {exc}", code="malformed_json") from None
+
+
+def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None]:
+    if not isinstance(doc, dict):
+        raise Unprocessable('the body must be an object: {"instances": [...]}',
+                            code="invalid_body")
+    unknown = sorted(set(doc) - {"instances", "version"})
+    if unknown:
+        raise Unprocessable(f"unknown body field(s): {', '.join(unknown)}",
+                            code="invalid_body",
+                            details=[{"field": f, "code": "unknown_field"} for f in unknown])
+    instances = doc.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise Unprocessable('"instances" must be a non-empty list of records',
+                            code="invalid_body")
+    if len(instances) > max_instances:
+        raise PayloadTooLarge(f"at most {max_instances} instances per request "
+                              f"(got {len(instances)})", code="too_many_instances")
+    version = doc.get("version")
+    if version is not None and (not isinstance(version, str) or not version):
+        raise Unprocessable('"version" must be a version or alias string', code="invalid_body")
+    return instances, version
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise BadRequest("Idempotency-Key must be 1-255 visible ASCII characters",
+                         code="invalid_idempotency_key")
+    return key

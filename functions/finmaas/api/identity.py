@@ -1,0 +1,61 @@
+"""Who is calling. In AWS, API Gateway has validated the key and put its id in
+``requestContext.identity.apiKeyId``; the local gateway puts the same there. Client
+headers are never trusted for identity."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import Forbidden, ServiceUnavailable, Unauthorized
+from ..service import Caller
+from ..tenants import ApiKey, Tenant, TenantStore
+
+
+class TenantDirectory:
+    """key id -> (key, tenant), cached briefly: a revoked key stops within the TTL (API
+    Gateway stops it at once, since revocation also disables the gateway key)."""
+
+    def __init__(self, store: TenantStore, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[float, ApiKey | None, Tenant | None]] = {}
+
+    def lookup(self, key_id: str) -> tuple[ApiKey | None, Tenant | None]:
+        now = self._clock()
+        hit = self._cache.get(key_id)
+        if hit and now - hit[0] <= self.ttl:
+            return hit[1], hit[2]
+        try:
+            key = self.store.get_key(key_id)
+            tenant = self.store.get_tenant(key.tenant) if key else None
+        except Exception as exc:
+            raise ServiceUnavailable("tenant directory unavailable; retry shortly",
+                                     code="tenants_unavailable") from exc
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (now, key, tenant)
+        return key, tenant
+
+
+def request_context(scope: dict[str, Any]) -> dict[str, Any]:
+    event = scope.get("aws.event") or {}
+    return event.get("requestContext") or {}
+
+
+def resolve_caller(scope: dict[str, Any], directory: TenantDirectory) -> Caller:
+    ctx = request_context(scope)
+    key_id = (ctx.get("identity") or {}).get("apiKeyId")
+    request_id = ctx.get("requestId")
+    if not key_id or not request_id:
+        raise Unauthorized("an API key is required: send it in the x-api-key header",
+                           code="missing_api_key")
+    key, tenant = directory.lookup(key_id)
+    if key is None or not key.active or tenant is None:
+        raise Unauthorized("this API key is not valid", code="invalid_api_key")
+    if not tenant.active:
+        raise Forbidden(f"tenant {tenant.name} is {tenant.status}", code="tenant_inactive")
+    return Caller(tenant=tenant.name, plan=tenant.plan, key_id=key_id, request_id=request_id)

@@ -1,0 +1,124 @@
+"""The local stand-in for API Gateway, as ASGI middleware in front of the app.
+
+It does what API Gateway does in AWS, in the same order: checks ``x-api-key`` (against
+sha256 hashes in the embedded store), applies the key's usage plan (token-bucket rate
+limit with burst, then the monthly request quota) and hands the app the request context
+API Gateway would (``requestContext.requestId`` and ``identity.apiKeyId``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .plans import Plan, get_plan
+from .tenants import TenantStore
+from .tenants.base import hash_key
+
+OPEN_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json",
+                        "/docs/oauth2-redirect"})
+
+
+@dataclass
+class TokenBucket:
+    rate: float
+    burst: int
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """0 if a request may pass now, else the seconds until one may."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+def _seconds_to_next_month(now: datetime) -> int:
+    nxt = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    return max(1, int((nxt - now).total_seconds()))
+
+
+class LocalGateway:
+    def __init__(self, app: Any, tenants: TenantStore, *,
+                 quota_seed: Callable[[str, str], int] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.app = app
+        self.tenants = tenants
+        self.quota_seed = quota_seed or (lambda _key, _month: 0)
+        self.clock = clock
+        self.wallclock = wallclock
+        self.buckets: dict[str, TokenBucket] = {}
+        self.quota_used: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    async def _reject(self, send: Any, status: int, code: str, message: str,
+                      headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+        raw = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    def _admit(self, key_id: str, plan: Plan) -> tuple[int, str, str, dict[str, str]] | None:
+        now = self.clock()
+        with self._lock:
+            bucket = self.buckets.get(key_id)
+            if bucket is None or (bucket.rate, bucket.burst) != (plan.rate_limit_rps, plan.burst):
+                bucket = TokenBucket(plan.rate_limit_rps, plan.burst, plan.burst, now)
+                self.buckets[key_id] = bucket
+            wait = bucket.take(now)
+            if wait:
+                return (429, "rate_limited",
+                        f"rate limit of the {plan.name} plan exceeded "
+                        f"({plan.rate_limit_rps:g}/s, burst {plan.burst})",
+                        {"Retry-After": str(max(1, math.ceil(wait)))})
+            if plan.quota_limit is not None:
+                wall = self.wallclock()
+                month = wall.strftime("%Y-%m")
+                slot = (key_id, month)
+                if slot not in self.quota_used:
+                    self.quota_used[slot] = self.quota_seed(key_id, month)
+                if self.quota_used[slot] >= plan.quota_limit:
+                    return (429, "quota_exceeded",
+                            f"monthly quota of {plan.quota_limit} requests of the {plan.name} "
+                            "plan is used up", {"Retry-After": str(_seconds_to_next_month(wall))})
+                self.quota_used[slot] += 1
+        return None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        context: dict[str, Any] = {"requestId": str(uuid.uuid4()), "stage": "local",
+                                   "identity": {"sourceIp": (scope.get("client") or ("",))[0]}}
+        if scope["path"] not in OPEN_PATHS:
+            headers = dict(scope.get("headers") or [])
+            key = headers.get(b"x-api-key", b"").decode("latin-1")
+            if not key:
+                await self._reject(send, 401, "missing_api_key",
+                                   "an API key is required: send it in the x-api-key header")
+                return
+            record = self.tenants.find_key_by_hash(hash_key(key))
+            tenant = self.tenants.get_tenant(record.tenant) if record else None
+            if record is None or not record.active or tenant is None:
+                await self._reject(send, 401, "invalid_api_key", "this API key is not valid")
+                return
+            rejected = self._admit(record.key_id, get_plan(tenant.plan))
+            if rejected:
+                await self._reject(send, *rejected)
+                return
+            context["identity"]["apiKeyId"] = record.key_id
+        scope = {**scope, "aws.event": {"requestContext": context}}
+        await self.app(scope, receive, send)

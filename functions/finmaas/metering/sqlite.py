@@ -1,0 +1,136 @@
+"""Embedded metering store: one SQLite file, one transaction per record.
+
+The record insert and the rollup upsert commit together; ``INSERT ... ON CONFLICT DO
+NOTHING`` on the record id is the exactly-once guard. Amounts are summed as integer
+nano-dollars so no float ever touches money.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from ..tenants.sqlite import connect
+from .base import (
+    DailyUsage,
+    MeteringStore,
+    MeteringUnavailable,
+    UsageRecord,
+    from_nanos,
+    to_nanos,
+    utcnow,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_records (
+    record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, tenant TEXT NOT NULL,
+    key_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+    units INTEGER NOT NULL, unit_price TEXT NOT NULL, amount TEXT NOT NULL,
+    latency_ms INTEGER NOT NULL, ts TEXT NOT NULL, month TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, idempotency_key TEXT, expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_by_month ON usage_records (month);
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+    requests INTEGER NOT NULL, units INTEGER NOT NULL, amount_nanos INTEGER NOT NULL,
+    PRIMARY KEY (tenant, day, model, version)
+);
+"""
+
+
+class SQLiteMeteringStore(MeteringStore):
+    def __init__(self, path: str | Path, *, retention_days: int = 400) -> None:
+        self.path = Path(path)
+        self.retention = timedelta(days=retention_days)
+        self._conn = connect(self.path)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.executescript(SCHEMA)
+            # Raw records expire (like DynamoDB TTL); rollups are kept.
+            self._conn.execute("DELETE FROM usage_records WHERE expires_at < ?",
+                               (int(utcnow().timestamp()),))
+
+    def record(self, rec: UsageRecord) -> UsageRecord:
+        expires = int((rec.timestamp + self.retention).timestamp())
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = self._conn.execute(
+                        "INSERT INTO usage_records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(record_id) DO NOTHING",
+                        (rec.record_id, rec.request_id, rec.tenant, rec.key_id, rec.model,
+                         rec.version, rec.units, str(rec.unit_price), str(rec.amount),
+                         rec.latency_ms, rec.timestamp.isoformat(), rec.month,
+                         rec.fingerprint, rec.idempotency_key, expires),
+                    )
+                    if cur.rowcount == 1:
+                        self._conn.execute(
+                            "INSERT INTO usage_rollups VALUES (?,?,?,?,1,?,?) "
+                            "ON CONFLICT(tenant, day, model, version) DO UPDATE SET "
+                            "requests = requests + 1, units = units + excluded.units, "
+                            "amount_nanos = amount_nanos + excluded.amount_nanos",
+                            (rec.tenant, rec.day, rec.model, rec.version, rec.units,
+                             to_nanos(rec.amount)),
+                        )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
+        if cur.rowcount == 1:
+            return rec
+        existing = self.get(rec.record_id)
+        if existing is None:  # pragma: no cover - the conflict row cannot vanish
+            raise MeteringUnavailable("usage record disappeared")
+        return existing
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> UsageRecord:
+        return UsageRecord(
+            record_id=row["record_id"], request_id=row["request_id"], tenant=row["tenant"],
+            key_id=row["key_id"], model=row["model"], version=row["version"],
+            units=row["units"], unit_price=Decimal(row["unit_price"]),
+            amount=Decimal(row["amount"]), latency_ms=row["latency_ms"],
+            timestamp=datetime.fromisoformat(row["ts"]), fingerprint=row["fingerprint"],
+            idempotency_key=row["idempotency_key"],
+        )
+
+    def get(self, record_id: str) -> UsageRecord | None:
+        try:
+            with self._lock:
+                row = self._conn.execute("SELECT * FROM usage_records WHERE record_id = ?",
+                                         (record_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise MeteringUnavailable(str(exc)) from exc
+        return self._row(row) if row else None
+
+    def daily_usage(self, tenant: str, start: date, end: date) -> list[DailyUsage]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM usage_rollups WHERE tenant = ? AND day BETWEEN ? AND ? "
+                "ORDER BY day, model, version", (tenant, start.isoformat(), end.isoformat()),
+            ).fetchall()
+        return [DailyUsage(r["day"], r["model"], r["version"], r["requests"], r["units"],
+                           from_nanos(r["amount_nanos"])) for r in rows]
+
+    def export(self, month: str) -> Iterator[UsageRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM usage_records WHERE month = ? ORDER BY ts, record_id", (month,)
+            ).fetchall()
+        for row in rows:
+            yield self._row(row)
+
+    def count_requests(self, key_id: str, month: str) -> int:
+        """Successful requests of a key in a month (seeds the local gateway's quota)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM usage_records WHERE key_id = ? AND month = ?",
+                (key_id, month)).fetchone()
+        return int(row[0])

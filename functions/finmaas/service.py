@@ -1,0 +1,119 @@
+"""The prediction data plane: resolve the model, validate, run, meter, answer.
+
+No HTTP here: the API layer hands over a parsed body and the caller's identity, and gets
+back a result or an ``ApiError``. The order is what makes billing exact:
+
+1. validate and predict (any failure raises before anything is recorded: nothing billed);
+2. write the usage record (exactly once per record id; failure -> 503, no prediction);
+3. if the record id existed, answer as the first request did (same request id, same
+   usage) and bill nothing more; a reused Idempotency-Key with another body is a 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .errors import Conflict, ServiceUnavailable
+from .metering import MeteringStore, MeteringUnavailable, UsageRecord, record_id_for
+from .metering.base import utcnow
+from .registry import ModelRegistry
+from .telemetry import NullTelemetry, Telemetry
+
+log = logging.getLogger("finmaas.service")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as established by API Gateway (or the local gateway)."""
+
+    tenant: str
+    plan: str
+    key_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    body: dict[str, Any]
+    replayed: bool
+
+
+def fingerprint(name: str, ref: str | None, raw_body: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(f"{name}\n{ref or ''}\n".encode())
+    h.update(raw_body)
+    return h.hexdigest()
+
+
+def _money(d: Decimal) -> str:
+    return format(d.normalize(), "f") if d else "0"
+
+
+class PredictionService:
+    def __init__(self, registry: ModelRegistry, metering: MeteringStore,
+                 telemetry: Telemetry | None = None) -> None:
+        self.registry = registry
+        self.metering = metering
+        self.telemetry = telemetry or NullTelemetry()
+
+    def predict(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
+                raw_body: bytes, idempotency_key: str | None = None) -> PredictResult:
+        started = time.perf_counter()
+        version = self.registry.resolve(name, ref)
+        model = self.registry.model(name, version)
+        predictions = model.predict(instances)
+        units = len(predictions)
+        unit_price = model.card.unit_price
+        rec = UsageRecord(
+            record_id=record_id_for(caller.tenant, caller.request_id, idempotency_key),
+            request_id=caller.request_id,
+            tenant=caller.tenant,
+            key_id=caller.key_id,
+            model=name,
+            version=version,
+            units=units,
+            unit_price=unit_price,
+            amount=unit_price * units,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            timestamp=utcnow(),
+            fingerprint=fingerprint(name, ref, raw_body),
+            idempotency_key=idempotency_key,
+        )
+        try:
+            stored = self.metering.record(rec)
+        except MeteringUnavailable as exc:
+            self.telemetry.metering_failed()
+            log.error("usage record not written; prediction withheld",
+                      extra={"record_id": rec.record_id, "error": str(exc)})
+            raise ServiceUnavailable(
+                "usage could not be recorded, so the prediction is withheld; retry with the "
+                "same Idempotency-Key", code="metering_unavailable", retry_after=1) from exc
+        replayed = stored is not rec
+        if replayed:
+            if stored.fingerprint != rec.fingerprint:
+                raise Conflict(
+                    "this Idempotency-Key was already used for a different request",
+                    code="idempotency_key_reused")
+            if stored.version != version:  # the alias moved since: answer as the first time
+                predictions = self.registry.model(name, stored.version).predict(instances)
+        else:
+            self.telemetry.predicted(name, version, units)
+        out = model.card.outputs[0]
+        return PredictResult(
+            body={
+                "model": name,
+                "version": stored.version,
+                "request_id": stored.request_id,
+                "predictions": predictions,
+                "output": {"name": "probability" if model.card.task != "regression"
+                           else "value", "description": out.description, "unit": out.unit},
+                "usage": {"units": stored.units, "unit_price_usd": _money(stored.unit_price),
+                          "amount_usd": _money(stored.amount)},
+            },
+            replayed=replayed,
+        )

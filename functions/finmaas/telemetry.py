@@ -1,0 +1,59 @@
+"""Operational signals. Lambda emits CloudWatch metrics as EMF through Powertools; the
+local server and tests use ``NullTelemetry`` (or a recorder) so nothing prints EMF."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Telemetry(Protocol):
+    def model_loaded(self, model: str, version: str, ms: float) -> None: ...
+    def predicted(self, model: str, version: str, rows: int) -> None: ...
+    def error(self, code: str, status: int) -> None: ...
+    def metering_failed(self) -> None: ...
+
+
+class NullTelemetry:
+    def model_loaded(self, model: str, version: str, ms: float) -> None:
+        pass
+
+    def predicted(self, model: str, version: str, rows: int) -> None:
+        pass
+
+    def error(self, code: str, status: int) -> None:
+        pass
+
+    def metering_failed(self) -> None:
+        pass
+
+
+class PowertoolsTelemetry:
+    """Metric names match the CDK dashboard and alarms (``infra``)."""
+
+    NAMESPACE = "FinMaaS"
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+
+    def model_loaded(self, model: str, version: str, ms: float) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=ms)
+
+    def predicted(self, model: str, version: str, rows: int) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.metrics.add_metric(name="RowsPredicted", unit=MetricUnit.Count, value=rows)
+        self.metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+
+    def error(self, code: str, status: int) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        name = "ClientErrors" if status < 500 else "ServerErrors"
+        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        self.metrics.add_metadata(key="last_error_code", value=code)
+
+    def metering_failed(self) -> None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        self.metrics.add_metric(name="MeteringFailures", unit=MetricUnit.Count, value=1)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..plans import get_plan
+from .base import ApiKey, Tenant, TenantExists, TenantStore, now_iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY, plan TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants(name),
+    key_hash TEXT UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """One connection per store, WAL so readers never block the writer; NORMAL sync is
+    durable across a process crash (a committed record survives SIGKILL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class SQLiteTenantStore(TenantStore):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn = connect(self.path)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.executescript(SCHEMA)
+
+    def _tenant(self, row: sqlite3.Row | None) -> Tenant | None:
+        return Tenant(row["name"], row["plan"], row["status"], row["created_at"]) if row else None
+
+    def _key(self, row: sqlite3.Row | None) -> ApiKey | None:
+        return ApiKey(row["key_id"], row["tenant"], row["created_at"], row["revoked_at"]) \
+            if row else None
+
+    def create_tenant(self, name: str, plan: str) -> Tenant:
+        self.check_name(name)
+        get_plan(plan)
+        tenant = Tenant(name, plan, "active", now_iso())
+        with self._lock:
+            try:
+                self._conn.execute("INSERT INTO tenants VALUES (?, ?, ?, ?)",
+                                   (name, plan, tenant.status, tenant.created_at))
+            except sqlite3.IntegrityError as exc:
+                raise TenantExists(f"tenant {name!r} already exists") from exc
+        return tenant
+
+    def get_tenant(self, name: str) -> Tenant | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
+        return self._tenant(row)
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM tenants ORDER BY name").fetchall()
+        return [t for t in map(self._tenant, rows) if t]
+
+    def set_plan(self, name: str, plan: str) -> Tenant:
+        get_plan(plan)
+        with self._lock:
+            cur = self._conn.execute("UPDATE tenants SET plan = ? WHERE name = ?", (plan, name))
+        if cur.rowcount == 0:
+            raise KeyError(f"no tenant {name!r}")
+        tenant = self.get_tenant(name)
+        assert tenant
+        return tenant
+
+    def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey:
+        if self.get_tenant(tenant) is None:
+            raise KeyError(f"no tenant {tenant!r}")
+        key = ApiKey(key_id, tenant, now_iso(), None)
+        with self._lock:
+            self._conn.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)",
+                               (key_id, tenant, key_hash, key.created_at))
+        return key
+
+    def get_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE key_id = ?",
+                                     (key_id,)).fetchone()
+        return self._key(row)
+
+    def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE key_hash = ?",
+                                     (key_hash,)).fetchone()
+        return self._key(row)
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
+                (now_iso(), key_id))
+        if cur.rowcount == 0:
+            raise KeyError(f"no key {key_id!r}")
+        key = self.get_key(key_id)
+        assert key
+        return key
+
+    def list_keys(self, tenant: str) -> list[ApiKey]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM api_keys WHERE tenant = ? ORDER BY created_at",
+                                      (tenant,)).fetchall()
+        return [k for k in map(self._key, rows) if k]
