@@ -46,3 +46,52 @@ def store_copy(tmp_path: Path) -> Path:
     dest = tmp_path / "store"
     shutil.copytree(MODEL_STORE, dest, ignore=shutil.ignore_patterns("recipes", "__pycache__"))
     return dest
+
+
+# -- the app, its stores and a tenant --------------------------------------------------
+@pytest.fixture
+def settings(tmp_path: Path):
+    from finmaas.config import Settings
+
+    return Settings.from_env(env={}, home=tmp_path / "home", model_store=str(MODEL_STORE),
+                             cache_dir=tmp_path / "cache", ort_threads=1)
+
+
+@pytest.fixture
+def services(settings):
+    from finmaas.api import build_services
+
+    return build_services(settings)
+
+
+@pytest.fixture
+def gateway(services):
+    from finmaas.api import create_app
+    from finmaas.gateway import LocalGateway
+
+    return LocalGateway(create_app(services), services.tenants,
+                        quota_seed=services.metering.count_requests)
+
+
+@pytest.fixture
+def client(gateway):
+    from fastapi.testclient import TestClient
+
+    return TestClient(gateway)
+
+
+def make_tenant(services, name: str = "acme", plan: str = "standard") -> str:
+    """Create a tenant with one key; returns the clear-text key."""
+    from finmaas.keys import LocalKeyIssuer
+
+    services.tenants.create_tenant(name, plan)
+    return LocalKeyIssuer(services.tenants).create(name).secret
+
+
+@pytest.fixture
+def api_key(services) -> str:
+    return make_tenant(services)
+
+
+def example(model: str) -> dict:
+    return json.loads((MODEL_STORE / model / "1" / "card.json").read_text())["example"]

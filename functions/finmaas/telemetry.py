@@ -43,8 +43,8 @@ class PowertoolsTelemetry:
     def predicted(self, model: str, version: str, rows: int) -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
+        # One metric per call: request counts come from API Gateway's Count metric.
         self.metrics.add_metric(name="RowsPredicted", unit=MetricUnit.Count, value=rows)
-        self.metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
 
     def error(self, code: str, status: int) -> None:
         from aws_lambda_powertools.metrics import MetricUnit

@@ -6,17 +6,18 @@ than the inference itself.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Route
 
 from .. import __version__, billing
 from ..config import Settings
@@ -70,8 +71,8 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), allow_nan=False).encode(),
-                    status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def _services(request: Request) -> Services:
@@ -105,31 +106,39 @@ def models_router() -> APIRouter:
         card = s.registry.card(name, resolved)
         return json_response({**card.raw, "aliases": s.registry.aliases(name)})
 
-    async def _predict(request: Request, name: str, path_version: str | None) -> Response:
-        s = _services(request)
-        caller = resolve_caller(request.scope, s.directory)
-        idem = bodies.idempotency_key(request)
-        doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
-        instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
-        if path_version and body_version and path_version != body_version:
-            raise ApiError(f"version {body_version!r} in the body contradicts the path's "
-                           f"{path_version!r}", status=422, code="version_conflict")
-        ref = path_version or body_version
-        result = s.predictions.predict(caller, name, ref, instances, raw, idem)
-        headers = {"x-request-id": result.body["request_id"]}
-        if idem is not None:
-            headers["Idempotent-Replayed"] = "true" if result.replayed else "false"
-        return json_response(result.body, headers=headers)
-
-    @router.post("/{name}/predict", summary="Predict with the production version")
-    async def predict(request: Request, name: str) -> Response:
-        return await _predict(request, name, None)
-
-    @router.post("/{name}/versions/{version}/predict", summary="Predict with a given version")
-    async def predict_version(request: Request, name: str, version: str) -> Response:
-        return await _predict(request, name, version)
-
     return router
+
+
+async def predict(request: Request) -> Response:
+    """POST /v1/models/{name}/predict and /v1/models/{name}/versions/{version}/predict.
+
+    A plain Starlette route: it parses its own body (to give precise errors and to keep
+    the raw bytes for idempotency fingerprints), so FastAPI's per-request dependency
+    solving would only add cost. ``openapi.py`` documents both paths by hand.
+    """
+    s = _services(request)
+    name = request.path_params["name"]
+    path_version = request.path_params.get("version")
+    caller = resolve_caller(request.scope, s.directory)
+    idem = bodies.idempotency_key(request)
+    doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
+    instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
+    if path_version and body_version and path_version != body_version:
+        raise ApiError(f"version {body_version!r} in the body contradicts the path's "
+                       f"{path_version!r}", status=422, code="version_conflict")
+    result = s.predictions.predict(caller, name, path_version or body_version, instances, raw,
+                                   idem)
+    headers = {"x-request-id": result.body["request_id"]}
+    if idem is not None:
+        headers["Idempotent-Replayed"] = "true" if result.replayed else "false"
+    return json_response(result.body, headers=headers)
+
+
+PREDICT_ROUTES = [
+    Route("/v1/models/{name}/predict", predict, methods=["POST"], include_in_schema=False),
+    Route("/v1/models/{name}/versions/{version}/predict", predict, methods=["POST"],
+          include_in_schema=False),
+]
 
 
 def billing_router() -> APIRouter:
@@ -216,6 +225,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         return error(request, ApiError("internal error; it has been logged", status=500,
                                        code="internal_error"))
 
+    # The hot path first: Starlette tries routes in order.
+    app.router.routes[:0] = PREDICT_ROUTES
     app.include_router(health_router())
     app.include_router(models_router())
     app.include_router(billing_router())

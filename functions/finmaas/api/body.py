@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from ..errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
@@ -31,6 +32,10 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     raw = await request.body()
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
+    try:
+        return orjson.loads(raw), raw
+    except orjson.JSONDecodeError:
+        pass  # let the standard parser say precisely what is wrong (NaN, 1e400, syntax)
     try:
         return json.loads(raw, parse_constant=_reject_constant), raw
     except (ValueError, RecursionError) as exc:

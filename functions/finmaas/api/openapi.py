@@ -42,6 +42,62 @@ def example_instance(card: ModelCard) -> dict[str, Any]:
     return out
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"error": {"type": "object", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}}}}},
+}
+PREDICTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"}, "version": {"type": "string"},
+        "request_id": {"type": "string"},
+        "predictions": {"type": "array", "items": {"type": "object", "description":
+                        "{probability, event} for classifiers, {value, unit} for regression"}},
+        "output": {"type": "object"},
+        "usage": {"type": "object", "properties": {
+            "units": {"type": "integer"}, "unit_price_usd": {"type": "string"},
+            "amount_usd": {"type": "string", "description": "exact decimal"}}},
+    },
+}
+ERRORS = {
+    "400": "malformed JSON or Idempotency-Key", "401": "missing or invalid API key",
+    "404": "unknown model or version", "409": "Idempotency-Key reused for another body",
+    "413": "body too large or more than 1,000 instances", "415": "not application/json",
+    "422": "a field fails the model card (details name instance and field)",
+    "429": "rate limit or quota", "503": "model store or metering unavailable (retry)",
+}
+
+
+def predict_operation(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    params: list[dict[str, Any]] = [
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "model name, e.g. credit-risk"}]
+    if "{version}" in path:
+        params.append({"name": "version", "in": "path", "required": True,
+                       "schema": {"type": "string"}, "description": "a version or alias"})
+    params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "maxLength": 255},
+                   "description": "a retry with the same key returns the same answer and is "
+                                  "billed once"})
+    responses: dict[str, Any] = {"200": {"description": "predictions and their usage",
+                                         "content": {"application/json": {
+                                             "schema": PREDICTION_SCHEMA}}}}
+    for status, text in ERRORS.items():
+        responses[status] = {"description": text,
+                             "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {
+        "tags": ["models"],
+        "summary": "Predict with a given version" if "{version}" in path
+        else "Predict with the production version (or body 'version')",
+        "operationId": "predict_version" if "{version}" in path else "predict",
+        "parameters": params,
+        "requestBody": body,
+        "responses": responses,
+    }
+
+
 def install(app: FastAPI, registry: ModelRegistry) -> None:
     def openapi() -> dict[str, Any]:
         doc = get_openapi(title=app.title, version=app.version, description=app.description,
@@ -74,14 +130,7 @@ def install(app: FastAPI, registry: ModelRegistry) -> None:
             }},
         }
         for path in PREDICT_PATHS:
-            op = doc["paths"].get(path, {}).get("post")
-            if op is not None:
-                op["requestBody"] = body
-                op.setdefault("parameters", []).append({
-                    "name": "Idempotency-Key", "in": "header", "required": False,
-                    "schema": {"type": "string", "maxLength": 255},
-                    "description": "a retry with the same key returns the same answer and is "
-                                   "billed once"})
+            doc["paths"][path] = {"post": predict_operation(path, body)}
         doc["components"].setdefault("securitySchemes", {})["ApiKey"] = {
             "type": "apiKey", "in": "header", "name": "x-api-key"}
         doc["security"] = [{"ApiKey": []}]

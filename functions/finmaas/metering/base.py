@@ -63,7 +63,7 @@ class UsageRecord:
 
     @property
     def month(self) -> str:
-        return self.timestamp.strftime("%Y-%m")
+        return self.day[:7]
 
     def as_json(self) -> dict[str, Any]:
         d = asdict(self)

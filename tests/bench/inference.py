@@ -1,0 +1,202 @@
+"""Inference benchmark: ratios measured in one run on this machine (not a test).
+
+    make bench        # or: .venv/bin/python -m tests.bench.inference
+
+P1  warm 1-record credit-risk predict through handler(event, context), metering on
+    (SQLite) and off, divided by an empty GET route of a bare FastAPI+Mangum app.
+P2  1,000-record predict through the handler divided by onnxruntime alone on the same rows.
+P3  cold start: a fresh process imports the handler and answers its first predict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import LambdaContext, load_event  # noqa: E402
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def fresh(event: dict[str, Any]) -> dict[str, Any]:
+    """A new request id (so metering sees a new request), without copying the body."""
+    return {**event, "requestContext": {**event["requestContext"],
+                                        "requestId": str(uuid.uuid4())}}
+
+
+def empty_app_handler() -> Any:
+    from fastapi import FastAPI
+    from mangum import Mangum
+
+    app = FastAPI()
+
+    @app.get("/empty")
+    async def empty() -> dict:
+        return {}
+
+    return Mangum(app, lifespan="off")
+
+
+class NoMeter:
+    """Metering off: accepts every record without storing it (for the P1 comparison)."""
+
+    def record(self, rec: Any) -> Any:
+        return rec
+
+
+def build(home: Path) -> Any:
+    from finmaas.config import Settings
+    from finmaas.keys import ensure_events_identity
+    from finmaas.lambda_handler import build_handler
+    from finmaas.tenants import open_tenant_store
+
+    settings = Settings.from_env(env={}, home=home, cache_dir=home / "cache")
+    ensure_events_identity(open_tenant_store(settings))
+    return build_handler(settings)
+
+
+def interleaved(fns: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def p1_p2(home: Path) -> dict[str, Any]:
+    handler = build(home)
+    ctx = LambdaContext()
+    empty = empty_app_handler()
+    empty_event = load_event("health.json")
+    empty_event = {**empty_event, "path": "/empty", "resource": "/empty"}
+    one = load_event("predict-credit-risk.json")
+    services = handler.services
+    card = services.registry.card("credit-risk", "1")
+    rng = random.Random(7)
+    base = card.raw["example"]
+    rows = [{**base, "age": rng.randint(20, 65), "amount": rng.randint(300, 4000),
+             "income": rng.randint(50, 400)} for _ in range(1000)]
+    big = {**one, "body": json.dumps({"instances": rows})}
+
+    metered = lambda: handler(fresh(one), ctx)  # noqa: E731
+    real_meter = services.predictions.metering
+
+    def unmetered() -> Any:
+        services.predictions.metering = NoMeter()
+        try:
+            return handler(fresh(one), ctx)
+        finally:
+            services.predictions.metering = real_meter
+
+    with contextlib.redirect_stdout(io.StringIO()) as sink:
+        for _ in range(50):  # warm: model loaded, caches filled
+            metered(), unmetered(), empty(empty_event, ctx)
+            sink.seek(0), sink.truncate()
+        t1 = interleaved({"empty": lambda: empty(fresh(empty_event), ctx), "metered": metered,
+                          "unmetered": unmetered}, 400)
+        sink.seek(0), sink.truncate()
+        assert handler(fresh(big), ctx)["statusCode"] == 200
+        model = services.registry.model("credit-risk", "1")
+        feeds = model.feeds(rows)
+        session = model.session
+        t2 = interleaved({"handler": lambda: handler(fresh(big), ctx),
+                          "ort": lambda: session.run([card.graph_output], feeds),
+                          "validate": lambda: model.feeds(rows),
+                          "parse": lambda: json.loads(big["body"])}, 40)
+    e, m, u = (median_us(t1[k]) for k in ("empty", "metered", "unmetered"))
+    h2, o2 = median_us(t2["handler"]), median_us(t2["ort"])
+    return {
+        "P1_empty_route_us": round(e), "P1_predict_metered_us": round(m),
+        "P1_predict_unmetered_us": round(u),
+        "P1_ratio_metered": round(m / e, 2), "P1_ratio_unmetered": round(u / e, 2),
+        "P2_handler_1000_us": round(h2), "P2_ort_1000_us": round(o2),
+        "P2_ratio": round(h2 / o2, 1),
+        "P2_breakdown_us": {"json_parse": round(median_us(t2["parse"])),
+                            "validate_and_columns": round(median_us(t2["validate"])),
+                            "onnxruntime": round(o2)},
+    }
+
+
+COLD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import importlib.util
+spec = importlib.util.spec_from_file_location("handler", sys.argv[1])
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+t1 = time.perf_counter()
+class Ctx:
+    function_name = "inference"; memory_limit_in_mb = 1024; aws_request_id = "cold"
+    invoked_function_arn = "arn:aws:lambda:local:0:function:inference"
+r = mod.handler(json.load(open(sys.argv[2])), Ctx())
+t2 = time.perf_counter()
+assert r["statusCode"] == 200, r
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_predict_ms": (t2 - t1) * 1000}),
+      file=sys.stderr)
+"""
+
+
+def p3(home: Path, runs: int = 7) -> dict[str, Any]:
+    build(home)  # the events' tenant exists; the SQLite file is created
+    env = {**os.environ, "MAAS_HOME": str(home), "MAAS_CACHE_DIR": str(home / "cache"),
+           "POWERTOOLS_METRICS_NAMESPACE": "FinMaaS"}
+    handler = str(REPO / "functions/inference/handler.py")
+    event = str(REPO / "events/predict-credit-risk.json")
+    totals, imports, firsts = [], [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD, handler, event], env=env,
+                             capture_output=True, text=True, check=True)
+        totals.append((time.perf_counter() - t) * 1000)
+        inner = json.loads(out.stderr.strip().splitlines()[-1])
+        imports.append(inner["import_ms"])
+        firsts.append(inner["first_predict_ms"])
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", COLD, handler, event],
+                         env=env, capture_output=True, text=True, check=True)
+    breakdown: dict[str, float] = {}
+    for line in out.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = (p.strip() for p in line[len("import time:"):].split("|"))
+        top = name.strip()
+        if top in ("fastapi", "mangum", "aws_lambda_powertools", "numpy", "onnxruntime",
+                   "pydantic", "starlette", "finmaas.api", "boto3", "pandas", "sklearn"):
+            breakdown[top] = max(breakdown.get(top, 0), int(cumulative) / 1000)
+    return {"P3_process_total_ms": round(statistics.median(totals)),
+            "P3_import_ms": round(statistics.median(imports)),
+            "P3_first_predict_ms": round(statistics.median(firsts)),
+            "P3_import_breakdown_ms": {k: round(v) for k, v in sorted(
+                breakdown.items(), key=lambda kv: -kv[1])}}
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {**p1_p2(Path(tmp) / "warm"), **p3(Path(tmp) / "cold")}
+    print(json.dumps(results, indent=2))
+    print(f"\nP1 (target <= 1.5x): {results['P1_ratio_metered']}x with SQLite metering, "
+          f"{results['P1_ratio_unmetered']}x without")
+    print(f"P2: {results['P2_ratio']}x onnxruntime alone on 1,000 rows")
+    print(f"P3 (target <= 600 ms): {results['P3_process_total_ms']} ms process total "
+          f"(import {results['P3_import_ms']} ms + first predict "
+          f"{results['P3_first_predict_ms']} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Bad input gets a clear 4xx in the error shape, and bills nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import example
+
+URL = "/v1/models/credit-risk/predict"
+
+
+def billed_units(services, tenant: str = "acme") -> int:
+    from datetime import date
+
+    return sum(r.units for r in services.metering.daily_usage(tenant, date(2000, 1, 1),
+                                                              date(2100, 1, 1)))
+
+
+def post(client, key, body=None, *, content=None, headers=None, url=URL):
+    h = {"x-api-key": key, **(headers or {})}
+    if content is not None:
+        h.setdefault("content-type", "application/json")
+        return client.post(url, headers=h, content=content)
+    return client.post(url, headers=h, json=body)
+
+
+def assert_error(r, status, code):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and isinstance(err["details"], list)
+    return err
+
+
+def with_field(**changes):
+    rec = dict(example("credit-risk"))
+    for k, v in changes.items():
+        if v is ...:
+            rec.pop(k, None)
+        else:
+            rec[k] = v
+    return {"instances": [rec]}
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"content": b'{"instances": [{"age": 3'}, 400, "malformed_json"),
+    ({"content": b"age=30", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+     415, "unsupported_media_type"),
+    ({"content": b'{"instances": []}', "headers": {"content-type": "text/plain"}}, 415,
+     "unsupported_media_type"),
+    ({"content": b'{"instances": [{"age": NaN}]}'}, 422, "not_finite"),
+    ({"content": b'{"instances": [{"age": Infinity}]}'}, 422, "not_finite"),
+    ({"body": {"instances": []}}, 422, "invalid_body"),
+    ({"body": {"instances": {"age": 3}}}, 422, "invalid_body"),
+    ({"body": [1, 2]}, 422, "invalid_body"),
+    ({"body": {"instances": [{}], "extra": 1}}, 422, "invalid_body"),
+    ({"body": {"instances": [{}] * 1001}}, 413, "too_many_instances"),
+    ({"body": {"instances": [1]}}, 422, "validation_error"),
+])
+def test_malformed_requests(client, api_key, services, kwargs, status, code):
+    assert_error(post(client, api_key, **kwargs), status, code)
+    assert billed_units(services) == 0
+
+
+@pytest.mark.parametrize(("change", "field_code"), [
+    ({"age": "thirty"}, "wrong_type"),
+    ({"age": True}, "wrong_type"),
+    ({"age": 30.5}, "not_integer"),
+    ({"age": 12}, "out_of_range"),
+    ({"home": "castle"}, "unknown_category"),
+    ({"home": 3}, "wrong_type"),
+    ({"amount": ...}, "missing"),
+    ({"amount": None}, "missing"),
+    ({"incomee": 100}, "unknown_field"),
+])
+def test_field_errors_name_the_instance_and_field(client, api_key, services, change, field_code):
+    err = assert_error(post(client, api_key, with_field(**change)), 422, "validation_error")
+    detail = err["details"][0]
+    assert detail["instance"] == 0 and detail["code"] == field_code
+    assert detail["field"] == next(iter(change))
+    assert billed_units(services) == 0
+
+
+def test_a_number_too_large_for_a_double_is_not_finite(client, api_key, services):
+    raw = json.dumps(with_field(age=99999)).replace("99999", "1e400").encode()
+    err = assert_error(post(client, api_key, content=raw), 422, "validation_error")
+    assert err["details"][0]["code"] == "not_finite"
+    assert billed_units(services) == 0
+
+
+def test_one_bad_record_rejects_the_whole_batch(client, api_key, services):
+    good = example("credit-risk")
+    r = post(client, api_key, {"instances": [good, {**good, "job": "astronaut"}, good]})
+    err = assert_error(r, 422, "validation_error")
+    assert [d["instance"] for d in err["details"]] == [1]
+    assert billed_units(services) == 0
+
+
+def test_optional_fields_may_be_omitted(client, api_key):
+    rec = {k: v for k, v in example("credit-risk").items()
+           if k not in ("income", "assets", "debt", "home", "marital", "job")}
+    r = post(client, api_key, {"instances": [rec]})
+    assert r.status_code == 200 and 0 < r.json()["predictions"][0]["probability"] < 1
+
+
+def test_oversized_body_is_413(tmp_path, client, api_key, services):
+    services.settings = services.settings.__class__(
+        **{**services.settings.__dict__, "max_body_bytes": 2000})
+    big = {"instances": [example("credit-risk")] * 40}
+    assert len(json.dumps(big)) > 2000
+    assert_error(post(client, api_key, big), 413, "body_too_large")
+
+
+def test_unknown_model_version_and_route(client, api_key):
+    assert_error(post(client, api_key, {"instances": [{}]}, url="/v1/models/nope/predict"),
+                 404, "model_not_found")
+    assert_error(post(client, api_key, {"instances": [{}]},
+                      url="/v1/models/credit-risk/versions/9/predict"), 404, "version_not_found")
+    assert_error(post(client, api_key, {"instances": [{}]},
+                      url="/v1/models/Bad..Name/predict"), 404, "model_not_found")
+    assert_error(client.get("/v1/whatever", headers={"x-api-key": api_key}), 404,
+                 "route_not_found")
+    assert_error(client.delete("/v1/models", headers={"x-api-key": api_key}), 405,
+                 "method_not_allowed")
+
+
+def test_keys_are_required_and_checked(client, api_key, services):
+    assert_error(client.get("/v1/models"), 401, "missing_api_key")
+    assert_error(client.get("/v1/models", headers={"x-api-key": "fmk_guess"}), 401,
+                 "invalid_api_key")
+    key_id = services.tenants.list_keys("acme")[0].key_id
+    services.tenants.revoke_key(key_id)
+    assert_error(client.get("/v1/models", headers={"x-api-key": api_key}), 401,
+                 "invalid_api_key")
+
+
+def test_bad_idempotency_key_is_400(client, api_key):
+    r = post(client, api_key, with_field(), headers={"Idempotency-Key": "x" * 300})
+    assert_error(r, 400, "invalid_idempotency_key")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=20,
+)
+fields = st.sampled_from([*list(example("credit-risk")), "x", ""])
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(
+    json_values,
+    st.fixed_dictionaries({"instances": st.lists(
+        st.dictionaries(fields, json_values, max_size=14), min_size=0, max_size=3)}),
+    st.binary(max_size=64).map(lambda b: b"\x00RAW" + b),
+))
+def test_nothing_a_client_sends_is_a_500(client, api_key, body):
+    if isinstance(body, bytes):
+        r = post(client, api_key, content=body)
+    else:
+        r = post(client, api_key, body)
+    assert r.status_code < 500, r.text
+    assert r.status_code == 200 or "error" in r.json()
+
+
+def test_large_batches_validate_like_small_ones(client, api_key, services):
+    """Batches of 32+ rows take the vectorised path; errors and answers must not change."""
+    good = example("credit-risk")
+    batch = [{**good, "age": 20 + i % 40} for i in range(64)]
+    one_by_one = [post(client, api_key, {"instances": [r]}).json()["predictions"][0]
+                  for r in batch[:3]]
+    together = post(client, api_key, {"instances": batch}).json()["predictions"]
+    assert together[:3] == one_by_one
+    batch[40] = {**batch[40], "age": 17.5}
+    batch[41] = {**batch[41], "home": "boat"}
+    err = assert_error(post(client, api_key, {"instances": batch}), 422, "validation_error")
+    assert [(d["instance"], d["field"], d["code"]) for d in err["details"]] == [
+        (41, "home", "unknown_category"), (40, "age", "not_integer")]

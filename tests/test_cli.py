@@ -1,0 +1,136 @@
+"""The maas CLI as an operator uses it, locally and against AWS (moto)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from finmaas.cli import main
+from moto import mock_aws
+
+from tests.aws import ROLLUPS, TENANTS, USAGE, create_tables
+from tests.conftest import EVENTS
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    for var in ("MAAS_TENANTS_TABLE", "MAAS_USAGE_TABLE", "MAAS_ROLLUPS_TABLE",
+                "MAAS_MODEL_STORE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MAAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAAS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "home"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_tenant_key_predict_usage_invoice_walkthrough(home, capsys):
+    from fastapi.testclient import TestClient
+    from finmaas.cli_ops import local_app
+    from finmaas.config import Settings
+
+    from tests.conftest import example
+
+    assert run(capsys, "tenants", "create", "acme", "--plan", "free")[0] == 0
+    code, out, err = run(capsys, "keys", "create", "--tenant", "acme")
+    assert code == 0 and "shown once" in err
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("fmk_") and len(key) > 30
+    client = TestClient(local_app(Settings.from_env()))
+    r = client.post("/v1/models/credit-risk/predict", headers={"x-api-key": key},
+                    json={"instances": [example("credit-risk")] * 2})
+    assert r.status_code == 200
+    code, out, _ = run(capsys, "tenants", "list")
+    assert "acme" in out and "free" in out
+    code, out, _ = run(capsys, "invoices", "show", "--tenant", "acme", "--json")
+    invoice = json.loads(out)
+    assert invoice["lines"][0]["units"] == 2 and invoice["total_usd"] == "0.00"
+    code, out, _ = run(capsys, "invoices", "show", "--tenant", "acme")
+    assert "credit-risk" in out and "total" in out
+    # revoke stops the key
+    from finmaas.tenants import open_tenant_store
+
+    key_id = open_tenant_store(Settings.from_env()).list_keys("acme")[0].key_id
+    assert run(capsys, "keys", "revoke", key_id)[0] == 0
+    fresh = TestClient(local_app(Settings.from_env()))
+    assert fresh.get("/v1/models", headers={"x-api-key": key}).status_code == 401
+
+
+def test_usage_export_writes_cloudevents(home, capsys, tmp_path):
+    from datetime import UTC, datetime
+
+    code, out, _ = run(capsys, "invoke", "inference", str(EVENTS / "predict-loan-default.json"))
+    assert code == 0 and json.loads(out)["statusCode"] == 200
+    month = datetime.now(UTC).strftime("%Y-%m")
+    target = tmp_path / "usage.jsonl"
+    code, _, err = run(capsys, "usage", "export", "--month", month, "--out", str(target))
+    assert code == 0 and "exported 1" in err
+    event = json.loads(target.read_text())
+    assert event["specversion"] == "1.0" and event["type"] == "finmaas.prediction"
+    assert event["id"] == "5e7b1f0c-0000-4000-8000-000000000006"
+    assert event["subject"] == "demo" and event["data"]["units"] == 1
+    assert event["data"]["amount_usd"] == "0.0005"
+
+
+def test_invoke_prints_the_lambda_response(home, capsys):
+    code, out, _ = run(capsys, "invoke", "inference", str(EVENTS / "bad-unknown-model.json"))
+    response = json.loads(out)
+    assert code == 0 and response["statusCode"] == 404
+    assert json.loads(response["body"])["error"]["code"] == "model_not_found"
+
+
+def test_cli_errors_are_clear(home, capsys):
+    code, _, err = run(capsys, "keys", "create", "--tenant", "ghost")
+    assert code == 1 and "ghost" in err
+    code, _, err = run(capsys, "invoke", "nosuchfn", str(EVENTS / "health.json"))
+    assert code == 2 and "no function" in err
+    code, _, err = run(capsys, "usage", "export", "--month", "2026-1")
+    assert code == 2
+
+
+@pytest.fixture
+def aws(monkeypatch, home):
+    with mock_aws():
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        ddb = boto3.client("dynamodb")
+        create_tables(ddb)
+        apigw = boto3.client("apigateway")
+        plans = {}
+        for plan in ("free", "standard", "enterprise"):
+            plans[plan] = apigw.create_usage_plan(name=f"finmaas-test-{plan}")["id"]
+        monkeypatch.setenv("MAAS_TENANTS_TABLE", TENANTS)
+        monkeypatch.setenv("MAAS_USAGE_TABLE", USAGE)
+        monkeypatch.setenv("MAAS_ROLLUPS_TABLE", ROLLUPS)
+        monkeypatch.setenv("MAAS_STAGE", "test")
+        yield apigw, plans
+
+
+def test_keys_against_aws_create_an_api_gateway_key_on_the_plans_usage_plan(aws, capsys):
+    apigw, plans = aws
+    assert run(capsys, "tenants", "create", "bank", "--plan", "enterprise")[0] == 0
+    _code, out, _ = run(capsys, "keys", "create", "--tenant", "bank")
+    secret = out.strip().splitlines()[-1]
+    keys = apigw.get_api_keys(includeValues=True)["items"]
+    assert len(keys) == 1 and keys[0]["value"] == secret and keys[0]["enabled"]
+    linked = apigw.get_usage_plan_keys(usagePlanId=plans["enterprise"])["items"]
+    assert [k["id"] for k in linked] == [keys[0]["id"]]
+    from finmaas.config import Settings
+    from finmaas.tenants import open_tenant_store
+
+    store = open_tenant_store(Settings.from_env())
+    assert store.get_key(keys[0]["id"]).tenant == "bank"
+    assert run(capsys, "keys", "revoke", keys[0]["id"])[0] == 0
+    assert not apigw.get_api_key(apiKey=keys[0]["id"])["enabled"]
+    assert not store.get_key(keys[0]["id"]).active
+
+
+def test_keys_against_aws_fail_clearly_without_the_usage_plan(aws, capsys, monkeypatch):
+    monkeypatch.setenv("MAAS_STAGE", "prod")
+    run(capsys, "tenants", "create", "bank", "--plan", "standard")
+    code, _, err = run(capsys, "keys", "create", "--tenant", "bank")
+    assert code == 1 and "finmaas-prod-standard" in err

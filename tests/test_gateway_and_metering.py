@@ -1,0 +1,137 @@
+"""The local gateway's plan enforcement, and the metering rules at the API: retries bill
+once, failures bill nothing, and no usage record means no prediction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+from finmaas.api import create_app
+from finmaas.gateway import LocalGateway
+from finmaas.metering import MeteringUnavailable
+
+from tests.conftest import example, make_tenant
+from tests.test_api_errors import billed_units
+
+URL = "/v1/models/credit-risk/predict"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def gateway_client(services, clock, **kw):
+    return TestClient(LocalGateway(create_app(services), services.tenants, clock=clock, **kw))
+
+
+def test_rate_limit_answers_429_with_retry_after(services, clock):
+    key = make_tenant(services, "tiny", "free")  # 2/s, burst 5
+    client = gateway_client(services, clock)
+    codes = [client.get("/v1/models", headers={"x-api-key": key}).status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+    r = client.get("/v1/models", headers={"x-api-key": key})
+    assert r.json()["error"]["code"] == "rate_limited" and r.headers["retry-after"] == "1"
+    clock.now += 0.5  # one token back at 2/s
+    assert client.get("/v1/models", headers={"x-api-key": key}).status_code == 200
+
+
+def test_monthly_quota(services, clock):
+    key = make_tenant(services, "tiny", "free")
+    client = gateway_client(services, clock, quota_seed=lambda _k, _m: 999)
+    assert client.get("/v1/models", headers={"x-api-key": key}).status_code == 200
+    clock.now += 10
+    r = client.get("/v1/models", headers={"x-api-key": key})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+    assert int(r.headers["retry-after"]) > 0
+
+
+def test_gateway_passes_the_key_id_not_the_key(services, clock):
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope["aws.event"]["requestContext"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    key = make_tenant(services)
+    TestClient(LocalGateway(app, services.tenants)).get("/v1/x", headers={"x-api-key": key})
+    assert seen["identity"]["apiKeyId"] == services.tenants.list_keys("acme")[0].key_id
+    assert key not in str(seen) and seen["requestId"]
+
+
+def test_idempotent_retry_returns_the_same_answer_and_bills_once(client, api_key, services):
+    body = {"instances": [example("credit-risk")] * 2}
+    h = {"x-api-key": api_key, "Idempotency-Key": "order-1"}
+    first = client.post(URL, headers=h, json=body)
+    second = client.post(URL, headers=h, json=body)
+    assert first.json() == second.json()
+    assert first.headers["idempotent-replayed"] == "false"
+    assert second.headers["idempotent-replayed"] == "true"
+    assert billed_units(services) == 2
+
+
+def test_reusing_an_idempotency_key_for_another_body_is_409(client, api_key, services):
+    h = {"x-api-key": api_key, "Idempotency-Key": "order-2"}
+    client.post(URL, headers=h, json={"instances": [example("credit-risk")]})
+    r = client.post(URL, headers=h, json={"instances": [example("credit-risk")] * 2})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_key_reused"
+    assert billed_units(services) == 1
+
+
+def test_idempotency_survives_an_alias_flip(client, api_key, services):
+    """A retry after production moved still answers with the version first used."""
+    body = {"instances": [example("credit-risk")]}
+    h = {"x-api-key": api_key, "Idempotency-Key": "order-3"}
+    first = client.post(URL, headers=h, json=body).json()
+    services.registry._aliases["credit-risk"] = (1e18, {"production": "1"})
+    assert client.post(URL, headers=h, json=body).json() == first
+
+
+def test_failed_calls_bill_nothing(client, api_key, services):
+    client.post(URL, headers={"x-api-key": api_key}, json={"instances": [{"age": 3}]})
+    client.post("/v1/models/nope/predict", headers={"x-api-key": api_key},
+                json={"instances": [{}]})
+    assert billed_units(services) == 0
+
+
+class BrokenMeter:
+    def __init__(self, real):
+        self.real = real
+
+    def record(self, rec):
+        raise MeteringUnavailable("disk full")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_no_usage_record_means_no_prediction(services, api_key, clock):
+    services.predictions.metering = BrokenMeter(services.metering)
+    client = gateway_client(services, clock)
+    r = client.post(URL, headers={"x-api-key": api_key},
+                    json={"instances": [example("credit-risk")]})
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "metering_unavailable" and r.headers["retry-after"]
+    assert "predictions" not in r.text
+    assert billed_units(services) == 0
+
+
+def test_usage_record_holds_what_billing_and_audit_need(client, api_key, services):
+    r = client.post(URL, headers={"x-api-key": api_key},
+                    json={"instances": [example("credit-risk")] * 3}).json()
+    rec = services.metering.get(f"req:{r['request_id']}")
+    assert (rec.tenant, rec.model, rec.version, rec.units) == ("acme", "credit-risk", "1", 3)
+    assert str(rec.unit_price) == "0.0005" and str(rec.amount) == "0.0015"
+    assert rec.key_id == services.tenants.list_keys("acme")[0].key_id
+    assert rec.latency_ms >= 0 and rec.timestamp.tzinfo == UTC
+    assert rec.timestamp <= datetime.now(UTC)
