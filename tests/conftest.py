@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MODEL_STORE = REPO / "model_store"
 EVENTS = REPO / "events"
+# jsii prints a Node end-of-life banner on every CDK call; Node 20 is what these machines run.
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
 MODEL_NAMES = ["credit-risk", "loan-default", "mortgage-approval", "market-volatility"]
 
 

@@ -77,6 +77,22 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_publish(args: argparse.Namespace) -> int:
+    from .publish import PublishError, publish
+
+    store = args.store or Settings.from_env().model_store
+    source = Path(args.source) if args.source else BUNDLED_MODEL_STORE / args.name / args.version
+    try:
+        result = publish(source, store, args.name, args.version, alias=args.alias)
+    except PublishError as exc:
+        _err(f"not published: {exc}")
+        return 1
+    what = "uploaded" if result.uploaded else "already present (identical), not re-uploaded"
+    print(f"{result.name} v{result.version} {what} in {store}")
+    print(f"aliases: {json.dumps(result.aliases, sort_keys=True)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("verify", help="check sha256, graph and card of every model")
     p.add_argument("--store", help="directory or s3://bucket/prefix (default: MAAS_MODEL_STORE)")
     p.set_defaults(func=cmd_models_verify)
+    p = msub.add_parser("publish", help="upload a verified model version; optionally move "
+                                          "an alias to it")
+    p.add_argument("name")
+    p.add_argument("--version", required=True)
+    p.add_argument("--from", dest="source",
+                   help="directory with model.onnx and card.json (default: model_store/NAME/V)")
+    p.add_argument("--alias", help="alias to point at this version, e.g. production")
+    p.add_argument("--store", help="s3://bucket/prefix or a directory (default: "
+                                   "MAAS_MODEL_STORE)")
+    p.set_defaults(func=cmd_models_publish)
     p = msub.add_parser("list", help="print the catalogue")
     p.set_defaults(func=cmd_models_list)
     _extend_parser(sub)

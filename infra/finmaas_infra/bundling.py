@@ -1,0 +1,130 @@
+"""Docker-free Lambda bundling: ``pip install --platform ... --only-binary=:all:`` of the
+project's runtime dependencies for the function's architecture and CPython 3.12, plus
+the function code, with everything Lambda never imports pruned away.
+
+Wheels are installed once per (requirements, platform) into a cache under
+``.maas/bundle-cache`` and copied from there, and the asset hash is computed from the
+sources, so a repeated ``cdk synth`` neither downloads nor re-bundles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import aws_cdk as cdk
+import jsii
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTIONS = REPO / "functions"
+PYTHON_VERSION = "3.12"
+PLATFORMS = {
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"],
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
+}
+# Never imported on the request path (measured: the handler imports and predicts without).
+PRUNE = [
+    "bin",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/tools",
+    "onnxruntime/datasets",
+    "onnxruntime/capi/libonnxruntime.so.*",  # the C API library; Python uses pybind_state
+    "numpy/f2py",
+    "numpy/_pyinstaller",
+    "numpy/doc",
+    "numpy/typing/tests",
+]
+PRUNE_NAMES = {"tests", "__pycache__"}
+PRUNE_SUFFIXES = (".pyi", ".pyc")
+CODE_EXCLUDES = {"__pycache__"}
+
+
+def runtime_requirements() -> list[str]:
+    """The Lambda runtime's dependencies are pyproject's base dependencies, nothing else."""
+    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return list(doc["project"]["dependencies"])
+
+
+def source_hash(architecture: str, python_version: str = PYTHON_VERSION) -> str:
+    h = hashlib.sha256(f"{architecture}|{python_version}|".encode())
+    h.update("\n".join(runtime_requirements()).encode())
+    for path in sorted(FUNCTIONS.rglob("*")):
+        if path.is_file() and not CODE_EXCLUDES & set(path.parts):
+            h.update(str(path.relative_to(FUNCTIONS)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _prune(root: Path) -> None:
+    for pattern in PRUNE:
+        for path in root.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and path.name in PRUNE_NAMES:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.suffix in PRUNE_SUFFIXES:
+            path.unlink()
+
+
+def install_dependencies(target: Path, platforms: list[str] | None, python_version: str,
+                         cache_root: Path) -> Path:
+    """Install (or reuse) the pruned dependency tree for one platform; returns its path."""
+    key = hashlib.sha256(
+        f"{platforms}|{python_version}|{runtime_requirements()}".encode()).hexdigest()[:16]
+    cached = cache_root / key
+    if not (cached / ".complete").exists():
+        staging = cache_root / f"{key}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile",
+               "--disable-pip-version-check", "--target", str(staging),
+               "--only-binary=:all:", "--implementation", "cp",
+               "--python-version", python_version]
+        for platform in platforms or []:
+            cmd += ["--platform", platform]
+        cmd += runtime_requirements()
+        subprocess.run(cmd, check=True)
+        _prune(staging)
+        (staging / ".complete").write_text(key)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(staging, cached)
+    shutil.copytree(cached, target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".complete"))
+    return cached
+
+
+def copy_function_code(target: Path) -> None:
+    ignore = shutil.ignore_patterns(*CODE_EXCLUDES)
+    for package in sorted(p for p in FUNCTIONS.iterdir() if p.is_dir()):
+        if package.name in CODE_EXCLUDES:
+            continue
+        shutil.copytree(package, target / package.name, dirs_exist_ok=True, ignore=ignore)
+
+
+def build_bundle(target: Path, *, architecture: str | None, python_version: str = PYTHON_VERSION,
+                 cache_root: Path | None = None) -> None:
+    """A complete Lambda bundle in ``target``. ``architecture=None`` builds for this
+    machine's own interpreter (used by the test that imports the handler from a bundle)."""
+    platforms = PLATFORMS[architecture] if architecture else None
+    install_dependencies(target, platforms, python_version,
+                         cache_root or REPO / ".maas" / "bundle-cache")
+    copy_function_code(target)
+
+
+@jsii.implements(cdk.ILocalBundling)
+class PipLocalBundling:
+    def __init__(self, architecture: str) -> None:
+        self.architecture = architecture
+
+    def try_bundle(self, output_dir: str, *_args: object, **_kwargs: object) -> bool:
+        build_bundle(Path(output_dir), architecture=self.architecture)
+        return True
+
+
+def bundle_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,123 @@
+"""The FinMaaS stack: composes the constructs, does the grants, names the outputs and
+records every cdk-nag suppression with its reason."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from .api import InferenceApi
+from .data import MODELS_PREFIX, MeteringTables, ModelBucket
+from .operations import Operations
+from .settings import StageSettings
+
+CDK_PROVIDER_PREFIXES = ("Custom::CDKBucketDeployment", "Custom::S3AutoDeleteObjects")
+
+
+class FinMaaSStack(cdk.Stack):
+    def __init__(self, scope: Construct, id: str, *, settings: StageSettings,
+                 **kwargs: object) -> None:
+        super().__init__(scope, id, **kwargs)
+        self.settings = settings
+        self.models = ModelBucket(self, "ModelStore", settings=settings)
+        self.tables = MeteringTables(self, "Metering", settings=settings)
+        self.inference = InferenceApi(self, "Inference", settings=settings, environment={
+            "MAAS_MODEL_STORE": self.models.store_url,
+            "MAAS_USAGE_TABLE": self.tables.usage.table_name,
+            "MAAS_ROLLUPS_TABLE": self.tables.rollups.table_name,
+            "MAAS_TENANTS_TABLE": self.tables.tenants.table_name,
+        })
+        fn = self.inference.function
+        # Least privilege: read the models prefix; write and read back usage and rollups
+        # (duplicates, usage and invoice routes); only read tenants.
+        self.models.bucket.grant_read(fn, f"{MODELS_PREFIX}/*")
+        self.tables.usage.grant_read_write_data(fn)
+        self.tables.rollups.grant_read_write_data(fn)
+        self.tables.tenants.grant_read_data(fn)
+        self.operations = Operations(self, "Operations", settings=settings,
+                                     api=self.inference.api, function=fn)
+
+        outputs = {
+            "ApiUrl": self.inference.api.url,
+            "ModelsBucketName": self.models.bucket.bucket_name,
+            "ModelStoreUrl": self.models.store_url,
+            "UsageTableName": self.tables.usage.table_name,
+            "RollupsTableName": self.tables.rollups.table_name,
+            "TenantsTableName": self.tables.tenants.table_name,
+            "FunctionName": fn.function_name,
+            "DashboardName": self.operations.dashboard.dashboard_name,
+        }
+        for name, value in outputs.items():
+            cdk.CfnOutput(self, name, value=value)
+        self._suppressions()
+
+    def _suppressions(self) -> None:
+        """Each finding we accept, with why. Everything else cdk-nag reports fails tests."""
+        fn = self.inference.function
+        NagSuppressions.add_resource_suppressions(fn, [
+            NagPackSuppression(
+                id="AwsSolutions-IAM4",
+                reason="AWSLambdaBasicExecutionRole only lets the function write its own "
+                       "CloudWatch logs",
+                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                            "AWSLambdaBasicExecutionRole"]),
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="grant_read on the models/ prefix: objects are addressed by key under "
+                       "that prefix, and S3 read actions are listed as GetObject*/List*",
+                applies_to=["Action::s3:GetObject*", "Action::s3:GetBucket*",
+                            "Action::s3:List*",
+                            {"regex": "/^Resource::<ModelStoreModels.*\\.Arn>/models/\\*$/g"}]),
+            NagPackSuppression(
+                id="AwsSolutions-L1",
+                reason="Python 3.12 is the runtime this project is built and tested for"),
+        ], apply_to_children=True)
+        NagSuppressions.add_resource_suppressions(self.models.access_logs, [
+            NagPackSuppression(id="AwsSolutions-S1",
+                               reason="this is the access-log bucket; logging it to itself "
+                                      "would loop"),
+        ])
+        api = self.inference.api
+        NagSuppressions.add_resource_suppressions(api, [
+            NagPackSuppression(
+                id="AwsSolutions-APIG2",
+                reason="bodies are validated by the function against the model card, which "
+                       "returns precise 4xx errors API Gateway models could not"),
+            NagPackSuppression(
+                id="AwsSolutions-APIG4",
+                reason="tenants authenticate with API keys bound to usage plans; /health, "
+                       "/docs and /openapi.json are public on purpose"),
+            NagPackSuppression(
+                id="AwsSolutions-COG4",
+                reason="machine-to-machine API: API keys and usage plans, not Cognito users"),
+            NagPackSuppression(
+                id="AwsSolutions-APIG3",
+                reason="a WAF web ACL is an account-level choice; attach one to the stage ARN "
+                       "(see README)"),
+            NagPackSuppression(
+                id="AwsSolutions-IAM4",
+                reason="API Gateway's CloudWatch role uses the AWS-managed push-to-logs "
+                       "policy, the documented way to enable execution logs",
+                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                            "AmazonAPIGatewayPushToCloudWatchLogs"]),
+        ], apply_to_children=True)
+        # Custom-resource providers that CDK itself adds (bucket deployment, auto-delete).
+        cdk_providers = [c for c in self.node.children
+                         if c.node.id.startswith(CDK_PROVIDER_PREFIXES)]
+        for provider in cdk_providers:
+            NagSuppressions.add_resource_suppressions(provider, [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason="CDK-provided custom resources use the basic execution role for "
+                           "their own logs",
+                    applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                                "AWSLambdaBasicExecutionRole"]),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="CDK's BucketDeployment copies the bundled model store from the CDK "
+                           "asset bucket into the models bucket: object wildcards on both"),
+                NagPackSuppression(
+                    id="AwsSolutions-L1",
+                    reason="the runtime of CDK-provided custom-resource functions is CDK's"),
+            ], apply_to_children=True)
