@@ -7,7 +7,7 @@ PORT   ?= 8000
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: serve test lint bench models verify synth clean
+.PHONY: serve test lint bench models verify synth deploy clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -26,7 +26,11 @@ $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev-deps
+node_modules/.bin/cdk: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: $(VENV)/.dev-deps node_modules/.bin/cdk
 	$(BIN)/ruff check functions infra model_store tests
 	$(BIN)/python -m pytest
 
@@ -42,9 +46,11 @@ models: $(VENV)/.dev-deps
 verify: $(VENV)/.serve-deps
 	$(BIN)/maas models verify
 
-synth: $(VENV)/.dev-deps
-	npm ci --no-audit --no-fund --silent
-	npx cdk synth --quiet
+synth: $(VENV)/.dev-deps node_modules/.bin/cdk
+	node_modules/.bin/cdk synth --quiet
+
+deploy: $(VENV)/.dev-deps node_modules/.bin/cdk
+	node_modules/.bin/cdk deploy --require-approval broadening $(CDK_ARGS)
 
 clean:
 	rm -rf $(VENV) .maas cdk.out node_modules .pytest_cache .ruff_cache

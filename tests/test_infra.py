@@ -233,3 +233,9 @@ def test_cfn_lint_finds_no_errors(tmp_path):
                             text=True)
     # cfn-lint's exit code is a bit mask: 2 = errors, 4 = warnings, 8 = informational
     assert result.returncode & 2 == 0, result.stdout
+
+
+def test_function_has_the_stable_logical_id_sam_users_pass(template):
+    functions = template.find_resources("AWS::Lambda::Function",
+                                        {"Properties": {"Handler": "inference/handler.handler"}})
+    assert list(functions) == ["InferenceFunction"]

@@ -15,6 +15,7 @@ from .settings import StageSettings
 
 ARCH = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 OPEN_PATHS = ("health", "docs", "openapi.json")
+SAM_FUNCTION_ID = "InferenceFunction"
 RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
              30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 180: "SIX_MONTHS",
              365: "ONE_YEAR", 731: "TWO_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS"}
@@ -72,6 +73,9 @@ class InferenceApi(Construct):
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
         )
+        # A fixed logical id, so `sam local invoke -t cdk.out/... InferenceFunction` works.
+        self.function.node.default_child.override_logical_id(  # type: ignore[union-attr]
+            SAM_FUNCTION_ID)
         target: lambda_.IFunction = self.function
         if settings.provisioned_concurrency:
             target = self.function.add_alias(

@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
@@ -120,7 +122,7 @@ def p1_p2(home: Path) -> dict[str, Any]:
         t2 = interleaved({"handler": lambda: handler(fresh(big), ctx),
                           "ort": lambda: session.run([card.graph_output], feeds),
                           "validate": lambda: model.feeds(rows),
-                          "parse": lambda: json.loads(big["body"])}, 40)
+                          "parse": lambda: orjson.loads(big["body"])}, 40)
     e, m, u = (median_us(t1[k]) for k in ("empty", "metered", "unmetered"))
     h2, o2 = median_us(t2["handler"]), median_us(t2["ort"])
     return {
