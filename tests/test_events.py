@@ -66,3 +66,21 @@ def test_events_are_sam_compatible_rest_proxy_events():
         assert event["requestContext"]["requestId"] and event["httpMethod"]
         assert "resource" in event and "isBase64Encoded" in event
         assert event["requestContext"]["stage"] == "prod"
+
+
+def test_docs_behind_the_stage_prefix_link_the_staged_openapi(handler):
+    event = load_event("health.json")
+    event = {**event, "path": "/docs", "resource": "/docs",
+             "requestContext": {**event["requestContext"], "path": "/prod/docs"}}
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 200 and "/prod/openapi.json" in response["body"]
+
+
+def test_errors_are_counted_by_code_in_emf(handler, capsys):
+    handler(load_event("bad-unknown-model.json"), LambdaContext())
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+           if line.startswith('{"_aws"')]
+    errors = [m for m in emf if "ClientErrors" in m]
+    assert errors and errors[0]["code"] == "model_not_found"
+    assert ["service", "code"] in [sorted(d, reverse=True) for d in
+                                   errors[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]

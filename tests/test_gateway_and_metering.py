@@ -135,3 +135,21 @@ def test_usage_record_holds_what_billing_and_audit_need(client, api_key, service
     assert rec.key_id == services.tenants.list_keys("acme")[0].key_id
     assert rec.latency_ms >= 0 and rec.timestamp.tzinfo == UTC
     assert rec.timestamp <= datetime.now(UTC)
+
+
+def test_key_store_outage_is_503_not_500(services, clock):
+    key = make_tenant(services)
+
+    class Down:
+        def __getattr__(self, name):
+            raise RuntimeError("database is locked")
+
+    client = TestClient(LocalGateway(create_app(services), Down(), clock=clock))
+    r = client.get("/v1/models", headers={"x-api-key": key})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+
+
+def test_usage_store_outage_is_503(client, api_key, services):
+    services.metering._conn.execute("DROP TABLE usage_rollups")
+    r = client.get("/v1/usage", headers={"x-api-key": api_key})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "usage_unavailable"

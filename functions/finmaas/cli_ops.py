@@ -8,7 +8,6 @@ import contextlib
 import importlib.util
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -140,7 +139,6 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.tenants_table:
         ensure_events_identity(_tenants(settings))
-    os.environ.setdefault("POWERTOOLS_DEV", "false")
     captured = io.StringIO()
     # Logs and EMF metrics go to stderr, the Lambda response to stdout (as sam does).
     with contextlib.redirect_stdout(captured):

@@ -110,8 +110,14 @@ class LocalGateway:
                 await self._reject(send, 401, "missing_api_key",
                                    "an API key is required: send it in the x-api-key header")
                 return
-            record = self.tenants.find_key_by_hash(hash_key(key))
-            tenant = self.tenants.get_tenant(record.tenant) if record else None
+            try:
+                record = self.tenants.find_key_by_hash(hash_key(key))
+                tenant = self.tenants.get_tenant(record.tenant) if record else None
+            except Exception:  # the key store is down: a retryable fault, not a 500
+                await self._reject(send, 503, "tenants_unavailable",
+                                   "the key store is unavailable; retry shortly",
+                                   {"Retry-After": "1"})
+                return
             if record is None or not record.active or tenant is None:
                 await self._reject(send, 401, "invalid_api_key", "this API key is not valid")
                 return

@@ -9,6 +9,22 @@ from typing import Any
 from .config import Settings
 
 
+class StagePrefix:
+    """On API Gateway's default domain the public URL carries the stage (``/dev/docs``)
+    but the event's path does not. Setting ``root_path`` from ``requestContext.path``
+    lets /docs link to ``/dev/openapi.json``; with a custom domain it stays empty."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ctx = (scope.get("aws.event") or {}).get("requestContext") or {}
+        stage, public = ctx.get("stage"), ctx.get("path") or ""
+        if scope.get("type") == "http" and stage and public.startswith(f"/{stage}/"):
+            scope = {**scope, "root_path": f"/{stage}"}
+        await self.app(scope, receive, send)
+
+
 def build_handler(settings: Settings | None = None, services: Any = None) -> Any:
     from aws_lambda_powertools import Logger, Metrics
     from mangum import Mangum
@@ -21,7 +37,7 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     if services is None:
         services = build_services(settings or Settings.from_env(),
                                   telemetry=PowertoolsTelemetry(metrics))
-    asgi = Mangum(create_app(services), lifespan="off")
+    asgi = Mangum(StagePrefix(create_app(services)), lifespan="off")
 
     @metrics.log_metrics(capture_cold_start_metric=True)
     @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -55,6 +55,7 @@ class ModelRegistry:
         self._on_load = on_load
         self._aliases: dict[str, tuple[float, dict[str, str]]] = {}
         self._names: tuple[float, list[str]] | None = None
+        self._versions: dict[str, tuple[float, list[str]]] = {}
         self._cards: dict[tuple[str, str], ModelCard] = {}
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._lock = threading.RLock()
@@ -87,8 +88,14 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[str]:
         self.aliases(name)  # 404 for unknown models
+        now = self._clock()
+        hit = self._versions.get(name)
+        if hit and now - hit[0] <= self.alias_ttl:
+            return hit[1]
         found = [v for v in self._guard(self.store.list_dirs, name) if VERSION_RE.match(v)]
-        return sorted(found, key=lambda v: (len(v), v))
+        versions = sorted(found, key=lambda v: (len(v), v))
+        self._versions[name] = (now, versions)
+        return versions
 
     def resolve(self, name: str, ref: str | None = None) -> str:
         """A version or alias (default ``production``) to a concrete version string."""

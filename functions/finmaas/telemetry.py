@@ -47,11 +47,15 @@ class PowertoolsTelemetry:
         self.metrics.add_metric(name="RowsPredicted", unit=MetricUnit.Count, value=rows)
 
     def error(self, code: str, status: int) -> None:
-        from aws_lambda_powertools.metrics import MetricUnit
+        """Errors by code: a separate EMF line per error, with the code as a dimension
+        (errors are rare enough that the extra line costs nothing on the hot path)."""
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
         name = "ClientErrors" if status < 500 else "ServerErrors"
-        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-        self.metrics.add_metadata(key="last_error_code", value=code)
+        with single_metric(name=name, unit=MetricUnit.Count, value=1,
+                           namespace=self.NAMESPACE,
+                           default_dimensions={"service": "inference"}) as metric:
+            metric.add_dimension(name="code", value=code)
 
     def metering_failed(self) -> None:
         from aws_lambda_powertools.metrics import MetricUnit

@@ -174,11 +174,6 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     except MeteringUnavailable as exc:
         raise ServiceUnavailable("usage store unavailable; retry shortly",
                                  code="usage_unavailable") from exc
-    except Exception as exc:
-        if exc.__class__.__module__.startswith("botocore"):
-            raise ServiceUnavailable("usage store unavailable; retry shortly",
-                                     code="usage_unavailable") from exc
-        raise
 
 
 def create_app(services: Services | None = None) -> FastAPI:

@@ -139,6 +139,14 @@ class DynamoDBMeteringStore(MeteringStore):
         return self._parse(item) if item else None
 
     def _query_shard(self, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self._query_pages(pk, lo, hi)
+        except (ClientError, BotoCoreError) as exc:
+            raise MeteringUnavailable(f"rollup read failed: {exc}") from exc
+
+    def _query_pages(self, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.rollups_table,

@@ -111,11 +111,15 @@ class SQLiteMeteringStore(MeteringStore):
         return self._row(row) if row else None
 
     def daily_usage(self, tenant: str, start: date, end: date) -> list[DailyUsage]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM usage_rollups WHERE tenant = ? AND day BETWEEN ? AND ? "
-                "ORDER BY day, model, version", (tenant, start.isoformat(), end.isoformat()),
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT * FROM usage_rollups WHERE tenant = ? AND day BETWEEN ? AND ? "
+                    "ORDER BY day, model, version",
+                    (tenant, start.isoformat(), end.isoformat()),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
         return [DailyUsage(r["day"], r["model"], r["version"], r["requests"], r["units"],
                            from_nanos(r["amount_nanos"])) for r in rows]
 
