@@ -89,20 +89,10 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         X, y, test_size=common.HOLDOUT_FRACTION, random_state=seed, stratify=y
     )
     model = make_model(seed).fit(X_tr, y_tr)
-    reference = model.predict_proba(X_te)[:, 1]
-    onnx_bytes = common.to_onnx_classifier(model, NUMERIC, CATEGORICAL, __doc__ or NAME,
-                                            NAME)
-    served = common.run_onnx(onnx_bytes, common.onnx_feeds(X_te, NUMERIC, CATEGORICAL),
-                             "probabilities", 1)
-    parity = common.check_parity(NAME, reference, served)
-    metrics = common.classification_metrics(y_te, reference)
-    metrics["cv_roc_auc"] = common.cross_validated_auc(lambda: make_model(seed), X_tr, y_tr)
-    metrics["holdout"] = {
-        "method": f"stratified random split, {int(common.HOLDOUT_FRACTION * 100)}% held out, "
-                  f"seed {seed}; never used for fitting or model selection",
-        "rows": len(y_te),
-        "positives": int(y_te.sum()),
-    }
+    onnx_bytes, reference, parity = common.export_classifier(
+        NAME, model, X_te, NUMERIC, CATEGORICAL, __doc__ or NAME)
+    metrics = common.holdout_classifier_metrics(y_te, reference, lambda: make_model(seed),
+                                                X_tr, y_tr, seed)
     card_inputs = [
         common.number_input("seniority_years", "Years with the current employer",
                             integer=True, unit="years", minimum=0),

@@ -126,20 +126,10 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                                   stratify=y)
     X_tr, X_te, y_tr, y_te = X.iloc[i_tr], X.iloc[i_te], y[i_tr], y[i_te]
     model = make_model(seed).fit(X_tr, y_tr)
-    reference = model.predict_proba(X_te)[:, 1]
-    onnx_bytes = common.to_onnx_classifier(model, NUMERIC, CATEGORICAL, __doc__ or NAME,
-                                            NAME)
-    served = common.run_onnx(onnx_bytes, common.onnx_feeds(X_te, NUMERIC, CATEGORICAL),
-                             "probabilities", 1)
-    parity = common.check_parity(NAME, reference, served)
-    metrics = common.classification_metrics(y_te, reference)
-    metrics["cv_roc_auc"] = common.cross_validated_auc(lambda: make_model(seed), X_tr, y_tr)
-    metrics["holdout"] = {
-        "method": f"stratified random split, {int(common.HOLDOUT_FRACTION * 100)}% held out, "
-                  f"seed {seed}; never used for fitting or model selection",
-        "rows": len(y_te),
-        "positives": int(y_te.sum()),
-    }
+    onnx_bytes, reference, parity = common.export_classifier(
+        NAME, model, X_te, NUMERIC, CATEGORICAL, __doc__ or NAME)
+    metrics = common.holdout_classifier_metrics(y_te, reference, lambda: make_model(seed),
+                                                X_tr, y_tr, seed)
     groups = protected.iloc[i_te].reset_index(drop=True).rename(
         columns={"afam": "race_african_american", "single": "marital_status_single"})
     observed_rate_threshold = float(np.quantile(reference, 1 - y_te.mean()))

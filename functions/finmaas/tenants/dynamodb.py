@@ -58,36 +58,42 @@ class DynamoDBTenantStore(TenantStore):
         return self._tenant(self._get(f"TENANT#{name}"))
 
     def list_tenants(self) -> list[Tenant]:
-        tenants: list[Tenant] = []
+        items = self._scan("kind = :k", {":k": "tenant"})
+        return sorted((t for t in map(self._tenant, items) if t), key=lambda t: t.name)
+
+    def _update_existing(self, pk: str, missing: str, **kwargs: Any) -> None:
+        """An UpdateItem that must not create the item: KeyError(missing) if absent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.update_item(TableName=self.table, Key={"pk": {"S": pk}},
+                                    ConditionExpression="attribute_exists(pk)", **kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise KeyError(missing) from exc
+            raise
+
+    def _scan(self, filter_expression: str, values: dict[str, str]) -> list[dict[str, Any]]:
+        """Every item matching a filter (operator commands only; not on the request path)."""
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "FilterExpression": "kind = :k",
-            "ExpressionAttributeValues": {":k": {"S": "tenant"}},
+            "TableName": self.table, "FilterExpression": filter_expression,
+            "ExpressionAttributeValues": {k: {"S": v} for k, v in values.items()},
         }
+        items: list[dict[str, Any]] = []
         while True:
             page = self.client.scan(**kwargs)
-            for raw in page.get("Items", []):
-                item = {k: next(iter(v.values())) for k, v in raw.items()}
-                tenants.append(Tenant(item["name"], item["plan"], item["status"],
-                                      item["created_at"]))
+            items += [{k: next(iter(v.values())) for k, v in raw.items()}
+                      for raw in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
-                return sorted(tenants, key=lambda t: t.name)
+                return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def set_plan(self, name: str, plan: str) -> Tenant:
-        from botocore.exceptions import ClientError
-
         get_plan(plan)
-        try:
-            self.client.update_item(
-                TableName=self.table, Key={"pk": {"S": f"TENANT#{name}"}},
-                UpdateExpression="SET #p = :p", ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#p": "plan"},
-                ExpressionAttributeValues={":p": {"S": plan}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise KeyError(f"no tenant {name!r}") from exc
-            raise
+        self._update_existing(f"TENANT#{name}", f"no tenant {name!r}",
+                              UpdateExpression="SET #p = :p",
+                              ExpressionAttributeNames={"#p": "plan"},
+                              ExpressionAttributeValues={":p": {"S": plan}})
         tenant = self.get_tenant(name)
         assert tenant
         return tenant
@@ -112,33 +118,13 @@ class DynamoDBTenantStore(TenantStore):
         return self.get_key(item["key_id"]) if item else None
 
     def revoke_key(self, key_id: str) -> ApiKey:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.update_item(
-                TableName=self.table, Key={"pk": {"S": f"KEY#{key_id}"}},
-                UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":t": {"S": now_iso()}},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise KeyError(f"no key {key_id!r}") from exc
-            raise
+        self._update_existing(f"KEY#{key_id}", f"no key {key_id!r}",
+                              UpdateExpression="SET revoked_at = if_not_exists(revoked_at, :t)",
+                              ExpressionAttributeValues={":t": {"S": now_iso()}})
         key = self.get_key(key_id)
         assert key
         return key
 
     def list_keys(self, tenant: str) -> list[ApiKey]:
-        keys: list[ApiKey] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table, "FilterExpression": "kind = :k AND tenant = :t",
-            "ExpressionAttributeValues": {":k": {"S": "key"}, ":t": {"S": tenant}},
-        }
-        while True:
-            page = self.client.scan(**kwargs)
-            for raw in page.get("Items", []):
-                keys.append(self._key({k: next(iter(v.values())) for k, v in raw.items()}))  # type: ignore[arg-type]
-            if "LastEvaluatedKey" not in page:
-                return sorted(keys, key=lambda k: k.created_at)
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = self._scan("kind = :k AND tenant = :t", {":k": "key", ":t": tenant})
+        return sorted((k for k in map(self._key, items) if k), key=lambda k: k.created_at)
