@@ -31,7 +31,6 @@ ENV_MAX_INSTANCES = "MAAS_MAX_INSTANCES"
 ENV_MAX_BODY = "MAAS_MAX_BODY_BYTES"
 ENV_RETENTION_DAYS = "MAAS_USAGE_RETENTION_DAYS"
 ENV_ROLLUP_SHARDS = "MAAS_ROLLUP_SHARDS"
-ENV_API_ID = "MAAS_API_ID"
 
 
 def _default_threads() -> int:
@@ -59,7 +58,6 @@ class Settings:
     max_body_bytes: int = 1_000_000
     usage_retention_days: int = 400
     rollup_shards: int = 32
-    api_id: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -75,7 +73,6 @@ class Settings:
             (ENV_ROLLUPS_TABLE, "rollups_table"),
             (ENV_TENANTS_TABLE, "tenants_table"),
             (ENV_STAGE, "stage"),
-            (ENV_API_ID, "api_id"),
         ):
             if env.get(name):
                 values[key] = env[name]

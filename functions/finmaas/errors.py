@@ -67,10 +67,6 @@ class Unprocessable(ApiError):
     status, code = 422, "validation_error"
 
 
-class TooManyRequests(ApiError):
-    status, code = 429, "rate_limited"
-
-
 class ServiceUnavailable(ApiError):
     """A dependency (model store, metering store) failed; safe to retry."""
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .cards import ALIAS_RE, NAME_RE, VERSION_RE, CardError, ModelCard
+from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import ModelStore, ObjectNotFound
 from .runtime import GraphMismatch, LoadedModel
@@ -209,6 +209,3 @@ class ModelRegistry:
                 "pricing": {"usd_per_1k_predictions": str(card.usd_per_1k), "currency": "USD"},
             })
         return entries
-
-    def is_alias(self, ref: str) -> bool:
-        return bool(ALIAS_RE.match(ref)) and not ref[0].isdigit()

@@ -31,11 +31,19 @@ class GraphMismatch(ValueError):
     """The ONNX graph's inputs do not match the card's fields."""
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 @dataclass(frozen=True)
 class _Column:
     spec: InputSpec
     dtype: Any
     allowed: frozenset[str]
+
+    @property
+    def magnitude_limit(self) -> float | None:
+        """A graph computing in float32 would turn larger finite numbers into infinity."""
+        return FLOAT32_MAX if self.dtype is np.float32 else None
 
 
 def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
@@ -133,6 +141,9 @@ class LoadedModel:
             return None
         if not np.isfinite(arr).all():
             return None
+        limit = col.magnitude_limit
+        if limit is not None and np.abs(arr).max() > limit:
+            return None
         if spec.type == "integer" and not (arr == np.floor(arr)).all():
             return None
         if spec.minimum is not None and arr.min() < spec.minimum:
@@ -170,8 +181,13 @@ class LoadedModel:
                 finite = math.isfinite(v)
             except OverflowError:
                 finite = False
+            limit = col.magnitude_limit
             if not finite:
                 fail(i, spec.name, "not_finite", f"{spec.name} must be a finite number")
+                v = math.nan
+            elif limit is not None and abs(v) > limit:
+                fail(i, spec.name, "out_of_range",
+                     f"{spec.name} is beyond the model's numeric range (about 3.4e38)")
                 v = math.nan
             elif spec.type == "integer" and v != int(v):
                 fail(i, spec.name, "not_integer", f"{spec.name} must be a whole number")

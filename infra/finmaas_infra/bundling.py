@@ -125,6 +125,3 @@ class PipLocalBundling:
         build_bundle(Path(output_dir), architecture=self.architecture)
         return True
 
-
-def bundle_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

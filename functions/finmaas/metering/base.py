@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 
 NANO = Decimal("0.000000001")
 
@@ -64,13 +63,6 @@ class UsageRecord:
     @property
     def month(self) -> str:
         return self.day[:7]
-
-    def as_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["unit_price"] = str(self.unit_price)
-        d["amount"] = str(self.amount)
-        d["timestamp"] = self.timestamp.isoformat()
-        return d
 
 
 @dataclass(frozen=True)
