@@ -49,6 +49,11 @@ def test_cdk_synth_bundles_for_arm64_without_docker(tmp_path):
     assert list((bundle / "onnxruntime" / "capi").glob("*cpython-312-aarch64-linux-gnu.so"))
     assert list((bundle / "numpy").glob("_core/*cpython-312-aarch64-linux-gnu.so"))
     assert not [lib for lib in TRAINING_LIBS if (bundle / lib).exists()]
+    from finmaas_infra.bundling import bytecode_compiler
+
+    if bytecode_compiler("3.12"):  # bytecode for Lambda's read-only code directory
+        assert (bundle / "inference" / "__pycache__" / "handler.cpython-312.pyc").is_file()
+        assert list((bundle / "fastapi" / "__pycache__").glob("*.cpython-312.pyc"))
     size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
     print(f"arm64 bundle, unzipped: {size / 2**20:.1f} MiB")
     assert size < HALF_OF_LAMBDA_LIMIT
