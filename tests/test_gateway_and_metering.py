@@ -88,13 +88,43 @@ def test_reusing_an_idempotency_key_for_another_body_is_409(client, api_key, ser
     assert billed_units(services) == 1
 
 
-def test_idempotency_survives_an_alias_flip(client, api_key, services):
-    """A retry after production moved still answers with the version first used."""
-    body = {"instances": [example("credit-risk")]}
-    h = {"x-api-key": api_key, "Idempotency-Key": "order-3"}
-    first = client.post(URL, headers=h, json=body).json()
-    services.registry._aliases["credit-risk"] = (1e18, {"production": "1"})
-    assert client.post(URL, headers=h, json=body).json() == first
+def test_idempotency_survives_an_alias_flip(store_copy, tmp_path):
+    """A retry after production moved answers with the version first used: same version,
+    same price, same predictions (v2 here forecasts exactly one point higher)."""
+    import hashlib
+    import json
+
+    from finmaas.api import build_services
+    from finmaas.config import Settings
+    from finmaas_recipes.market_volatility import to_onnx
+
+    model_dir = store_copy / "market-volatility"
+    card = json.loads((model_dir / "1" / "card.json").read_text())
+    coef = list(card["model"]["coefficients"].values())
+    graph = to_onnx(coef, card["model"]["intercept"] + 1.0)
+    card.update(version="2", pricing={"usd_per_1k_predictions": "0.30"},
+                artifact={"file": "model.onnx", "sha256": hashlib.sha256(graph).hexdigest(),
+                          "bytes": len(graph)})
+    (model_dir / "2").mkdir()
+    (model_dir / "2" / "model.onnx").write_bytes(graph)
+    (model_dir / "2" / "card.json").write_text(json.dumps(card))
+    services = build_services(Settings.from_env(
+        env={}, home=tmp_path / "home", model_store=str(store_copy), alias_ttl_seconds=0))
+    key = make_tenant(services)
+    client = TestClient(LocalGateway(create_app(services), services.tenants))
+    url = "/v1/models/market-volatility/predict"
+    body = {"instances": [example("market-volatility")]}
+    h = {"x-api-key": key, "Idempotency-Key": "order-3"}
+    first = client.post(url, headers=h, json=body).json()
+    assert (first["version"], first["usage"]["amount_usd"]) == ("1", "0.0002")
+    (model_dir / "aliases.json").write_text('{"production": "2"}')
+    retry = client.post(url, headers=h, json=body).json()
+    fresh = client.post(url, headers={"x-api-key": key}, json=body).json()
+    assert retry == first
+    assert (fresh["version"], fresh["usage"]["amount_usd"]) == ("2", "0.0003")
+    assert fresh["predictions"][0]["value"] == pytest.approx(
+        first["predictions"][0]["value"] + 1.0, abs=1e-9)
+    assert billed_units(services, "acme") == 2
 
 
 def test_failed_calls_bill_nothing(client, api_key, services):
