@@ -100,3 +100,13 @@ def api_key(services) -> str:
 
 def example(model: str) -> dict:
     return json.loads((MODEL_STORE / model / "1" / "card.json").read_text())["example"]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (``clock.now += 10``)."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

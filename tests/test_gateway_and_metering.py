@@ -11,18 +11,10 @@ from finmaas.api import create_app
 from finmaas.gateway import LocalGateway
 from finmaas.metering import MeteringUnavailable
 
-from tests.conftest import example, make_tenant
+from tests.conftest import Clock, example, make_tenant
 from tests.test_api_errors import billed_units
 
 URL = "/v1/models/credit-risk/predict"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -12,17 +12,9 @@ from finmaas.modelstore import open_store
 from finmaas.registry import ModelRegistry
 from moto import mock_aws
 
-from tests.conftest import MODEL_STORE, example
+from tests.conftest import MODEL_STORE, Clock, example
 
 BUCKET = "finmaas-models-test"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingS3:

@@ -77,6 +77,12 @@ class TenantStore(ABC):
     @abstractmethod
     def list_keys(self, tenant: str) -> list[ApiKey]: ...
 
+    def _new_key(self, key_id: str, tenant: str) -> ApiKey:
+        """The record for a key about to be stored; the tenant must exist."""
+        if self.get_tenant(tenant) is None:
+            raise KeyError(f"no tenant {tenant!r}")
+        return ApiKey(key_id, tenant, now_iso(), None)
+
     @staticmethod
     def check_name(name: str) -> None:
         if not TENANT_RE.match(name):

@@ -99,9 +99,7 @@ class DynamoDBTenantStore(TenantStore):
         return tenant
 
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey:
-        if self.get_tenant(tenant) is None:
-            raise KeyError(f"no tenant {tenant!r}")
-        key = ApiKey(key_id, tenant, now_iso(), None)
+        key = self._new_key(key_id, tenant)
         item = {"pk": {"S": f"KEY#{key_id}"}, "kind": {"S": "key"}, "key_id": {"S": key_id},
                 "tenant": {"S": tenant}, "created_at": {"S": key.created_at}}
         self.client.put_item(TableName=self.table, Item=item)

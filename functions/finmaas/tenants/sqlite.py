@@ -78,9 +78,7 @@ class SQLiteTenantStore(TenantStore):
         return tenant
 
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey:
-        if self.get_tenant(tenant) is None:
-            raise KeyError(f"no tenant {tenant!r}")
-        key = ApiKey(key_id, tenant, now_iso(), None)
+        key = self._new_key(key_id, tenant)
         with self._lock:
             self._conn.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)",
                                (key_id, tenant, key_hash, key.created_at))
