@@ -114,9 +114,10 @@ def test_optional_fields_may_be_omitted(client, api_key):
     assert r.status_code == 200 and 0 < r.json()["predictions"][0]["probability"] < 1
 
 
-def test_oversized_body_is_413(tmp_path, client, api_key, services):
-    services.settings = services.settings.__class__(
-        **{**services.settings.__dict__, "max_body_bytes": 2000})
+def test_oversized_body_is_413(client, api_key, services):
+    import dataclasses
+
+    services.settings = dataclasses.replace(services.settings, max_body_bytes=2000)
     big = {"instances": [example("credit-risk")] * 40}
     assert len(json.dumps(big)) > 2000
     assert_error(post(client, api_key, big), 413, "body_too_large")

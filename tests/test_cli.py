@@ -56,7 +56,12 @@ def test_tenant_key_predict_usage_invoice_walkthrough(home, capsys):
     from finmaas.tenants import open_tenant_store
 
     key_id = open_tenant_store(Settings.from_env()).list_keys("acme")[0].key_id
+    code, out, _ = run(capsys, "keys", "list", "--tenant", "acme")
+    row = out.splitlines()[-1].split()
+    assert code == 0 and row[0] == key_id and row[-1] == "-"  # revoked column: not yet
     assert run(capsys, "keys", "revoke", key_id)[0] == 0
+    row = run(capsys, "keys", "list", "--tenant", "acme")[1].splitlines()[-1].split()
+    assert row[0] == key_id and row[-1].startswith("20")  # revoked at <timestamp>
     fresh = TestClient(local_app(Settings.from_env()))
     assert fresh.get("/v1/models", headers={"x-api-key": key}).status_code == 401
 

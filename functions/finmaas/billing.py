@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .errors import NotFound, Unprocessable
-from .metering import DailyUsage
+from .metering import DailyUsage, format_usd
 from .plans import Plan
 
 CENT = Decimal("0.01")
@@ -47,10 +47,6 @@ def parse_range(start: str | None, end: str | None, today: date) -> tuple[date, 
     return lo, hi
 
 
-def _money(d: Decimal) -> str:
-    return format(d.normalize(), "f") if d else "0"
-
-
 def usage_report(tenant: str, lo: date, hi: date, rows: list[DailyUsage]) -> dict[str, Any]:
     return {
         "tenant": tenant,
@@ -58,11 +54,11 @@ def usage_report(tenant: str, lo: date, hi: date, rows: list[DailyUsage]) -> dic
         "end": hi.isoformat(),
         "currency": "USD",
         "days": [{"date": r.day, "model": r.model, "version": r.version,
-                  "requests": r.requests, "units": r.units, "amount_usd": _money(r.amount)}
+                  "requests": r.requests, "units": r.units, "amount_usd": format_usd(r.amount)}
                  for r in rows],
         "totals": {"requests": sum(r.requests for r in rows),
                    "units": sum(r.units for r in rows),
-                   "amount_usd": _money(sum((r.amount for r in rows), Decimal(0)))},
+                   "amount_usd": format_usd(sum((r.amount for r in rows), Decimal(0)))},
     }
 
 
@@ -98,13 +94,13 @@ def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
         "status": "open" if month >= today.strftime("%Y-%m") else "final",
         "lines": [
             {"model": ln["model"], "version": ln["version"], "requests": ln["requests"],
-             "units": ln["units"], "unit_price_usd": _money(ln["unit_price"]),
-             "amount_usd": _money(ln["amount"])}
+             "units": ln["units"], "unit_price_usd": format_usd(ln["unit_price"]),
+             "amount_usd": format_usd(ln["amount"])}
             for ln in sorted(lines.values(), key=lambda ln: (ln["model"], ln["version"]))
         ],
-        "subtotal_usd": _money(subtotal),
+        "subtotal_usd": format_usd(subtotal),
         "included_units": {"allowance": plan.included_units, "used": included_used,
-                           "credit_usd": _money(included_value)},
-        "discount": {"percent": str(plan.discount_percent), "amount_usd": _money(discount)},
+                           "credit_usd": format_usd(included_value)},
+        "discount": {"percent": str(plan.discount_percent), "amount_usd": format_usd(discount)},
         "total_usd": str(total),
     }

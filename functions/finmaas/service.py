@@ -15,11 +15,10 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from .errors import Conflict, ServiceUnavailable
-from .metering import MeteringStore, MeteringUnavailable, UsageRecord, record_id_for
+from .metering import MeteringStore, MeteringUnavailable, UsageRecord, format_usd, record_id_for
 from .metering.base import utcnow
 from .registry import ModelRegistry
 from .telemetry import NullTelemetry, Telemetry
@@ -48,10 +47,6 @@ def fingerprint(name: str, ref: str | None, raw_body: bytes) -> str:
     h.update(f"{name}\n{ref or ''}\n".encode())
     h.update(raw_body)
     return h.hexdigest()
-
-
-def _money(d: Decimal) -> str:
-    return format(d.normalize(), "f") if d else "0"
 
 
 class PredictionService:
@@ -112,8 +107,8 @@ class PredictionService:
                 "predictions": predictions,
                 "output": {"name": "probability" if model.card.task != "regression"
                            else "value", "description": out.description, "unit": out.unit},
-                "usage": {"units": stored.units, "unit_price_usd": _money(stored.unit_price),
-                          "amount_usd": _money(stored.amount)},
+                "usage": {"units": stored.units, "unit_price_usd": format_usd(stored.unit_price),
+                          "amount_usd": format_usd(stored.amount)},
             },
             replayed=replayed,
         )

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from finmaas.telemetry import NullTelemetry  # noqa: E402
 
 from tests.conftest import LambdaContext, load_event  # noqa: E402
 
@@ -53,6 +56,39 @@ def empty_app_handler() -> Any:
         return {}
 
     return Mangum(app, lifespan="off")
+
+
+@contextlib.contextmanager
+def swapped(obj: Any, **attrs: Any) -> Iterator[None]:
+    """Set instance attributes for the duration (also shadowing a method), then restore."""
+    missing = object()
+    saved = {k: vars(obj).get(k, missing) for k in attrs}
+    for k, v in attrs.items():
+        setattr(obj, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is missing:
+                delattr(obj, k)
+            else:
+                setattr(obj, k, v)
+
+
+class StubPredict:
+    """The prediction service replaced by its own earlier answer: what is left is the
+    HTTP path (Mangum, routing, body, identity, JSON) and the Powertools wrappers."""
+
+    def __init__(self, services: Any, event: dict[str, Any]) -> None:
+        from finmaas.service import Caller
+
+        caller = Caller("demo", "standard", "evtdemokey", "bench-stub")
+        body = event["body"].encode()
+        self.result = services.predictions.predict(caller, "credit-risk", None,
+                                                   json.loads(body)["instances"], body)
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> Any:
+        return self.result
 
 
 class NoMeter:
@@ -98,22 +134,35 @@ def p1_p2(home: Path) -> dict[str, Any]:
              "income": rng.randint(50, 400)} for _ in range(1000)]
     big = {**one, "body": json.dumps({"instances": rows})}
 
-    metered = lambda: handler(fresh(one), ctx)  # noqa: E731
-    real_meter = services.predictions.metering
+    def call(**swaps: Any) -> Any:
+        """A predict through the handler, with parts of the prediction service swapped."""
+        def run() -> Any:
+            with swapped(services.predictions, **swaps):
+                return handler(fresh(one), ctx)
+        return run
 
-    def unmetered() -> Any:
-        services.predictions.metering = NoMeter()
-        try:
-            return handler(fresh(one), ctx)
-        finally:
-            services.predictions.metering = real_meter
-
+    assert handler(fresh(one), ctx)["statusCode"] == 200
+    single = [card.raw["example"]]
+    model1 = services.registry.model("credit-risk", "1")
+    feeds1 = model1.feeds(single)
+    variants = {
+        "empty": lambda: empty(fresh(empty_event), ctx),
+        "metered": call(),
+        "unmetered": call(metering=NoMeter()),
+        # for the breakdown, measured inside the handler (caches shared with HTTP stack)
+        "no_telemetry": call(telemetry=NullTelemetry()),
+        "bare": call(metering=NoMeter(), telemetry=NullTelemetry()),
+        "stubbed": call(predict=StubPredict(services, one)),
+        # and two parts timed alone, for comparison
+        "ort_1_row_alone": lambda: model1.session.run([card.graph_output], feeds1),
+        "validate_1_row_alone": lambda: model1.feeds(single),
+    }
     with contextlib.redirect_stdout(io.StringIO()) as sink:
         for _ in range(50):  # warm: model loaded, caches filled
-            metered(), unmetered(), empty(empty_event, ctx)
+            for fn in variants.values():
+                fn()
             sink.seek(0), sink.truncate()
-        t1 = interleaved({"empty": lambda: empty(fresh(empty_event), ctx), "metered": metered,
-                          "unmetered": unmetered}, 400)
+        t1 = interleaved(variants, 400)
         sink.seek(0), sink.truncate()
         assert handler(fresh(big), ctx)["statusCode"] == 200
         model = services.registry.model("credit-risk", "1")
@@ -124,11 +173,20 @@ def p1_p2(home: Path) -> dict[str, Any]:
                           "validate": lambda: model.feeds(rows),
                           "parse": lambda: orjson.loads(big["body"])}, 40)
     e, m, u = (median_us(t1[k]) for k in ("empty", "metered", "unmetered"))
+    nt, bare, stub = (median_us(t1[k]) for k in ("no_telemetry", "bare", "stubbed"))
     h2, o2 = median_us(t2["handler"]), median_us(t2["ort"])
     return {
         "P1_empty_route_us": round(e), "P1_predict_metered_us": round(m),
         "P1_predict_unmetered_us": round(u),
         "P1_ratio_metered": round(m / e, 2), "P1_ratio_unmetered": round(u / e, 2),
+        "P1_breakdown_us": {
+            "http_path_with_stubbed_service": round(stub),
+            "prediction": round(bare - stub),
+            "usage_record_sqlite": round(nt - bare),
+            "emf_metric": round(m - nt),
+            "onnxruntime_1_row_alone": round(median_us(t1["ort_1_row_alone"])),
+            "validation_1_row_alone": round(median_us(t1["validate_1_row_alone"])),
+        },
         "P2_handler_1000_us": round(h2), "P2_ort_1000_us": round(o2),
         "P2_ratio": round(h2 / o2, 1),
         "P2_breakdown_us": {"json_parse": round(median_us(t2["parse"])),
@@ -193,7 +251,8 @@ def main() -> None:
         results = {**p1_p2(Path(tmp) / "warm"), **p3(Path(tmp) / "cold")}
     print(json.dumps(results, indent=2))
     print(f"\nP1 (target <= 1.5x): {results['P1_ratio_metered']}x with SQLite metering, "
-          f"{results['P1_ratio_unmetered']}x without")
+          f"{results['P1_ratio_unmetered']}x without; inside the handler (us): "
+          + ", ".join(f"{k} {v}" for k, v in results["P1_breakdown_us"].items()))
     print(f"P2: {results['P2_ratio']}x onnxruntime alone on 1,000 rows")
     print(f"P3 (target <= 600 ms): {results['P3_process_total_ms']} ms process total "
           f"(import {results['P3_import_ms']} ms + first predict "

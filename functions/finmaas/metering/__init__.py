@@ -9,11 +9,12 @@ from .base import (
     MeteringStore,
     MeteringUnavailable,
     UsageRecord,
+    format_usd,
     record_id_for,
 )
 
 __all__ = ["DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
-           "open_metering_store", "record_id_for"]
+           "format_usd", "open_metering_store", "record_id_for"]
 
 
 def open_metering_store(settings: Any, *, dynamodb_client: Any = None) -> MeteringStore:

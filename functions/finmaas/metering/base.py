@@ -36,6 +36,11 @@ def to_nanos(amount: Decimal) -> int:
     return int(nanos)
 
 
+def format_usd(amount: Decimal) -> str:
+    """An exact decimal string for the API: no exponent, no trailing zeros ("0.0005")."""
+    return format(amount.normalize(), "f") if amount else "0"
+
+
 def from_nanos(nanos: int) -> Decimal:
     return (Decimal(nanos) * NANO).normalize() if nanos else Decimal(0)
 
