@@ -194,3 +194,36 @@ def test_sqlite_purges_expired_raw_records_but_keeps_rollups(tmp_path):
     reopened = SQLiteMeteringStore(path, retention_days=5)
     assert reopened.get("req:req-1") is None
     assert sum(r.units for r in reopened.month_usage("acme", old.strftime("%Y-%m"))) == 3
+
+
+class ConflictingClient:
+    """A DynamoDB client whose transactions conflict ``conflicts`` times, then succeed."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.calls = 0
+
+    def transact_write_items(self, **_kwargs):
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.calls <= self.conflicts:
+            raise ClientError({
+                "Error": {"Code": "TransactionCanceledException",
+                          "Message": "Transaction cancelled [None, TransactionConflict]"},
+                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+            }, "TransactWriteItems")
+        return {}
+
+
+@pytest.mark.parametrize(("conflicts", "recorded"), [(2, True), (5, False)])
+def test_dynamodb_retries_rollup_conflicts_then_gives_up(conflicts, recorded):
+    client = ConflictingClient(conflicts)
+    store = DynamoDBMeteringStore(USAGE, ROLLUPS, client=client)
+    if recorded:
+        first = rec(1)
+        assert store.record(first) is first and client.calls == 3
+    else:
+        with pytest.raises(MeteringUnavailable):
+            store.record(rec(1))
+        assert client.calls == 5  # the first try and 4 retries
