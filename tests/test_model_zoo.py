@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -61,6 +65,37 @@ def test_rebuild_reproduces_committed_model_byte_for_byte(name, built_models):
     card = committed_card(name)
     assert common.sha256_hex(built.onnx_bytes) == card["artifact"]["sha256"]
     assert built.card["metrics"] == card["metrics"]
+
+
+# Two OpenBLAS kernel families every CPU of the architecture can run: the library picks
+# LAPACK/BLAS kernels by CPU, so a build must not depend on which one it gets.
+CORETYPES = {"x86_64": ("Haswell", "Sandybridge"), "aarch64": ("ARMV8", "CORTEXA57")}
+REBUILD = """
+import json, sys
+from finmaas_recipes import RECIPES, common
+out = {}
+for name in sys.argv[1:]:
+    built = RECIPES[name].build()
+    out[name] = [common.sha256_hex(built.onnx_bytes), built.card["metrics"]]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coretype", CORETYPES.get(platform.machine(), ("",)))
+def test_rebuild_is_byte_identical_whichever_blas_kernels_run(coretype):
+    # Given OpenBLAS forced onto one family of kernels (as on another CPU)
+    env = {**os.environ, "OPENBLAS_CORETYPE": coretype}
+    if not coretype:
+        env.pop("OPENBLAS_CORETYPE", None)
+    # When every recipe is rebuilt in a fresh process
+    run = subprocess.run([sys.executable, "-c", REBUILD, *MODEL_NAMES], env=env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    rebuilt = json.loads(run.stdout.strip().splitlines()[-1])
+    # Then each graph has the committed bytes and the card the committed metrics
+    for name in MODEL_NAMES:
+        card = committed_card(name)
+        assert rebuilt[name] == [card["artifact"]["sha256"], card["metrics"]], name
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -11,6 +11,7 @@ Evaluation is out of time: fitted on targets that end by 2010-12-31, tested on
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -126,6 +127,67 @@ def to_onnx(coef: np.ndarray, intercept: float) -> bytes:
     return model.SerializeToString()
 
 
+class ExactLinearModel:
+    """Ordinary least squares with an intercept, solved in exact rational arithmetic.
+
+    A LAPACK solver (scikit-learn's ``LinearRegression``) picks its kernels by CPU, and
+    OpenBLAS's Haswell, SkylakeX and Sandybridge kernels disagree in the last bits, which
+    changed the exported graph's bytes from one machine to the next. Here the normal
+    equations are summed over exact integers and solved with fractions, so every machine
+    gets the same coefficients; each is rounded to float64 once, at the end.
+    """
+
+    def __init__(self, coef: np.ndarray, intercept: float) -> None:
+        self.coef_ = coef
+        self.intercept_ = intercept
+
+    @classmethod
+    def fit(cls, X: pd.DataFrame, y: np.ndarray) -> ExactLinearModel:
+        columns = [np.ones(len(y)), *(X[c].to_numpy(dtype=np.float64) for c in X.columns)]
+        scaled = [_exact_integers(c) for c in columns]
+        target = _exact_integers(np.asarray(y, dtype=np.float64))
+        n = len(scaled)
+        # A^T A and A^T y, each entry an exact sum of integer products over a common scale
+        gram = [[Fraction(_dot(scaled[i][0], scaled[j][0]), scaled[i][1] * scaled[j][1])
+                 for j in range(n)] for i in range(n)]
+        rhs = [Fraction(_dot(scaled[i][0], target[0]), scaled[i][1] * target[1])
+               for i in range(n)]
+        beta = _solve(gram, rhs)
+        return cls(np.array([float(b) for b in beta[1:]]), float(beta[0]))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return X.to_numpy(dtype=np.float64) @ self.coef_ + self.intercept_
+
+
+def _exact_integers(values: np.ndarray) -> tuple[list[int], int]:
+    """Finite floats as integers over one power-of-two denominator: ``v = n / scale``."""
+    if not np.isfinite(values).all():
+        raise common.RecipeDataError(f"{NAME}: non-finite feature values")
+    ratios = [v.as_integer_ratio() for v in values.tolist()]
+    scale = max(d for _, d in ratios)
+    return [n * (scale // d) for n, d in ratios], scale
+
+
+def _dot(a: list[int], b: list[int]) -> int:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+def _solve(a: list[list[Fraction]], b: list[Fraction]) -> list[Fraction]:
+    """Gauss-Jordan elimination in exact arithmetic (the system is tiny: 6 x 6)."""
+    n = len(b)
+    m = [[*row, rhs] for row, rhs in zip(a, b, strict=True)]
+    for col in range(n):
+        pivot = next((r for r in range(col, n) if m[r][col] != 0), None)
+        if pivot is None:
+            raise common.RecipeDataError(f"{NAME}: the features are linearly dependent")
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(n):
+            if r != col and m[r][col] != 0:
+                f = m[r][col] / m[col][col]
+                m[r] = [x - f * p for x, p in zip(m[r], m[col], strict=True)]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
 def _regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
@@ -135,8 +197,6 @@ def _regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.BuiltModel:
-    from sklearn.linear_model import LinearRegression
-
     X, y, dates = prepare(load() if raw is None else raw)
     train = (dates["target_end"] <= TRAIN_END).to_numpy()
     test = (dates["date"] >= TEST_START).to_numpy()
@@ -145,8 +205,8 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
             f"{'/'.join(DATASET)}: needs data on both sides of {TEST_START} "
             f"(train rows {int(train.sum())}, test rows {int(test.sum())})")
     F = features_from_returns(X.to_numpy())
-    model = LinearRegression().fit(F.loc[train, LHAR], y[train])
-    baseline = LinearRegression().fit(F.loc[train, HAR], y[train])
+    model = ExactLinearModel.fit(F.loc[train, LHAR], y[train])
+    baseline = ExactLinearModel.fit(F.loc[train, HAR], y[train])
     reference = model.predict(F.loc[test, LHAR])
     onnx_bytes = to_onnx(model.coef_, float(model.intercept_))
     feeds = {c: X.loc[test, [c]].to_numpy(dtype=np.float64) for c in RETURN_FIELDS}
@@ -204,7 +264,8 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
             "training_rows": int(train.sum()),
             "date_range": f"{dates['date'].min().date()} to {dates['date'].max().date()}",
         },
-        "model": {"algorithm": "linear HAR with leverage terms (LHAR), ordinary least squares",
+        "model": {"algorithm": "linear HAR with leverage terms (LHAR), ordinary least squares "
+                               "solved in exact rational arithmetic",
                   "coefficients": dict(zip(LHAR, map(float, model.coef_), strict=True)),
                   "intercept": float(model.intercept_)},
         "parity": {"max_abs_diff_vs_trained_model": parity, "rows": int(test.sum())},
