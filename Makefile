@@ -7,7 +7,14 @@ PORT   ?= 8000
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: serve test lint bench models verify synth deploy clean
+# The resolved dependency sets, with hashes: a fresh machine installs what CI tested.
+# After editing pyproject.toml's dependencies run `make lock` and commit both files.
+SERVE_LOCK := requirements-serve.lock
+DEV_LOCK   := requirements-dev.lock
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+              --generate-hashes --quiet
+
+.PHONY: serve test lint bench models verify synth deploy lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -15,13 +22,23 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Serving needs the runtime plus uvicorn; tests need everything (training, CDK, moto).
-$(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local]'
+# Pinned, hash-checked third-party packages first, then this project without resolving.
+$(VENV)/.serve-deps: $(SERVE_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(SERVE_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-$(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.dev-deps: $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
+
+# Re-resolve both sets for Python 3.11+ on any platform (uv's universal resolution); the
+# serving set is constrained by the dev set, so one venv may hold both.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv
+	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
+	$(UV_COMPILE) --extra local -c $(DEV_LOCK) -o $(SERVE_LOCK)
 
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)
