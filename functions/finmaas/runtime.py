@@ -203,10 +203,23 @@ class LoadedModel:
                            dtype=col.dtype)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Scores, all finite: a NaN or infinity is never returned, so never billed."""
         out = self.session.run([self.card.graph_output], feeds)[0]
         if self.card.graph_column is not None and out.ndim == 2:
             out = out[:, self.card.graph_column]
-        return np.asarray(out, dtype=np.float64).reshape(-1)
+        values = np.asarray(out, dtype=np.float64).reshape(-1)
+        if not np.isfinite(values).all():
+            bad = np.flatnonzero(~np.isfinite(values))
+            raise Unprocessable(
+                f"{self.card.name} v{self.card.version} cannot score {len(bad)} instance(s): "
+                "the values are beyond what the model can compute; nothing was predicted or "
+                "billed",
+                code="prediction_not_finite",
+                details=[{"instance": int(i), "field": None, "code": "prediction_not_finite",
+                          "message": "the model's output for this instance is not a number"}
+                         for i in bad[:MAX_DETAILS]],
+            )
+        return values
 
     def format(self, values: np.ndarray) -> list[dict[str, Any]]:
         key = self._output_name

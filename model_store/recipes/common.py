@@ -317,6 +317,19 @@ def number_input(name: str, description: str, *, integer: bool = False, required
     return spec
 
 
+def generous_maximum(values: pd.Series) -> float | int:
+    """An input's card maximum: ten times the largest training value, rounded up to one
+    significant digit. Far beyond the data, yet it keeps a linear model's score finite
+    (3.4e38 in two count fields once made the logistic regression answer NaN)."""
+    top = float(values.max())
+    if not np.isfinite(top) or top <= 0:
+        raise RecipeDataError(f"{values.name}: needs positive finite values for a maximum")
+    bound = 10 * top
+    step = 10 ** int(np.floor(np.log10(bound)))
+    rounded = int(np.ceil(bound / step) * step)
+    return rounded
+
+
 def probability_output(event: str, description: str) -> list[dict[str, Any]]:
     return [{"name": "probability", "type": "number", "event": event,
              "description": description, "range": [0, 1]}]

@@ -111,7 +111,8 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                                                 seed)
     inputs = [common.category_input(c, CATEGORIES[c], CATEGORY_DOCS[c]) for c in CATEGORICAL]
     inputs += [
-        common.number_input(n, d, integer=i, unit=u, minimum=0)
+        common.number_input(n, d, integer=i, unit=u, minimum=0,
+                            maximum=common.generous_maximum(X[n]))
         for n, (d, u, i) in NUMERIC_DOCS.items()
     ]
     card_inputs = inputs
