@@ -191,3 +191,72 @@ def test_large_batches_validate_like_small_ones(client, api_key, services):
     err = assert_error(post(client, api_key, {"instances": batch}), 422, "validation_error")
     assert [(d["instance"], d["field"], d["code"]) for d in err["details"]] == [
         (41, "home", "unknown_category"), (40, "age", "not_integer")]
+
+
+@pytest.mark.parametrize("content", [b'{"instances":[{"\\ud800":1}]}',
+                                     b'{"\\ud800":1,"instances":[{}]}',
+                                     b'{"instances":[{"home":"\\udfff"}]}'])
+def test_lone_surrogates_are_malformed_json_not_a_500(client, api_key, services, content):
+    assert_error(post(client, api_key, content=content), 400, "malformed_json")
+    assert billed_units(services) == 0
+
+
+@pytest.mark.parametrize("month", ["0000-01", "0001-12", "1969-12"])
+def test_impossible_months_are_refused(client, api_key, month):
+    r = client.get(f"/v1/invoices/{month}", headers={"x-api-key": api_key})
+    assert_error(r, 422, "invalid_month")
+
+
+def test_values_beyond_the_cards_range_are_refused_before_the_model(client, api_key, services):
+    # 3.4e38 in two count fields once drove the logistic regression to NaN, billed as null
+    rec = {**example("loan-default"), "delinq_2yrs": 3.4e38, "inq_last_6mths": 3.4e38}
+    r = post(client, api_key, {"instances": [rec]}, url="/v1/models/loan-default/predict")
+    err = assert_error(r, 422, "validation_error")
+    assert {(d["field"], d["code"]) for d in err["details"]} == {
+        ("delinq_2yrs", "out_of_range"), ("inq_last_6mths", "out_of_range")}
+    assert billed_units(services) == 0
+
+
+def test_a_score_that_is_not_a_number_is_never_returned_or_billed(client, api_key, services,
+                                                                   monkeypatch):
+    import numpy as np
+
+    model = services.registry.model("loan-default", "1")
+    real_run = model.session.run
+
+    class NaNSession:
+        def __getattr__(self, name):
+            return getattr(model.session.__class__, name)
+
+        def run(self, outputs, feeds):
+            out = real_run(outputs, feeds)
+            out[0][1:, :] = np.nan  # every row but the first
+            return out
+
+    monkeypatch.setattr(model, "session", NaNSession())
+    r = post(client, api_key, {"instances": [example("loan-default")] * 3},
+             url="/v1/models/loan-default/predict")
+    err = assert_error(r, 422, "prediction_not_finite")
+    assert [d["instance"] for d in err["details"]] == [1, 2]
+    assert billed_units(services) == 0
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_not_read_whole():
+    import asyncio
+
+    from finmaas.api.body import read_json
+    from finmaas.errors import PayloadTooLarge
+    from starlette.requests import Request
+
+    pulled = 0
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b" " * 65536, "more_body": pulled < 6400}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [
+        (b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")]}
+    with pytest.raises(PayloadTooLarge):
+        asyncio.run(read_json(Request(scope, receive), 1_000_000))
+    assert pulled == 1_000_000 // 65536 + 1  # 16 chunks of 64 KiB, not 6,400 (400 MiB)

@@ -3,6 +3,7 @@ once, failures bill nothing, and no usage record means no prediction."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -80,6 +81,57 @@ def test_reusing_an_idempotency_key_for_another_body_is_409(client, api_key, ser
     assert billed_units(services) == 1
 
 
+def test_a_retry_that_reserialises_the_body_is_the_same_request(client, api_key, services):
+    # Given a first call with an Idempotency-Key
+    h = {"x-api-key": api_key, "Idempotency-Key": "order-3", "content-type": "application/json"}
+    rec = example("credit-risk")
+    first = client.post(URL, headers=h, content=json.dumps({"instances": [rec]}))
+    # When the client library retries with other key order and spacing
+    reordered = {"instances": [dict(reversed(list(rec.items())))]}
+    second = client.post(URL, headers=h, content=json.dumps(reordered, indent=2))
+    # Then it is a replay, not a conflict, and bills once
+    assert second.status_code == 200, second.text
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.json() == first.json() and billed_units(services) == 1
+
+
+def forged(services, key_id: str, request_id: str):
+    """The app behind a gateway that sends a fixed request id (a forged or replayed event)."""
+    app = create_app(services)
+
+    async def edge(scope, receive, send):
+        ctx = {"requestId": request_id, "identity": {"apiKeyId": key_id}}
+        await app({**scope, "aws.event": {"requestContext": ctx}}, receive, send)
+
+    return TestClient(edge)
+
+
+def test_another_tenants_request_id_reaches_only_the_callers_own_record(services):
+    make_tenant(services, "acme")
+    make_tenant(services, "rival")
+    acme_key = services.tenants.list_keys("acme")[0].key_id
+    rival_key = services.tenants.list_keys("rival")[0].key_id
+    body = {"instances": [example("credit-risk")]}
+    forged(services, acme_key, "req-shared").post(URL, json=body)
+    # When another tenant's event carries the same request id with another body
+    r = forged(services, rival_key, "req-shared").post(URL, json={"instances": [
+        example("credit-risk")] * 2})
+    # Then it is the rival's own new call: its own answer, billed to the rival
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+    assert billed_units(services, "acme") == 1 and billed_units(services, "rival") == 2
+
+
+def test_a_request_id_reused_for_another_body_is_a_409_that_says_so(services):
+    make_tenant(services, "acme")
+    key_id = services.tenants.list_keys("acme")[0].key_id
+    client = forged(services, key_id, "req-again")
+    client.post(URL, json={"instances": [example("credit-risk")]})
+    r = client.post(URL, json={"instances": [example("credit-risk")] * 2})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "request_id_reused"
+    assert "Idempotency-Key" not in r.json()["error"]["message"]
+    assert billed_units(services, "acme") == 1
+
+
 def test_idempotency_survives_an_alias_flip(store_copy, tmp_path):
     """A retry after production moved answers with the version first used: same version,
     same price, same predictions (v2 here forecasts exactly one point higher)."""
@@ -151,7 +203,9 @@ def test_no_usage_record_means_no_prediction(services, api_key, clock):
 def test_usage_record_holds_what_billing_and_audit_need(client, api_key, services):
     r = client.post(URL, headers={"x-api-key": api_key},
                     json={"instances": [example("credit-risk")] * 3}).json()
-    rec = services.metering.get(f"req:{r['request_id']}")
+    from finmaas.metering import record_id_for
+
+    rec = services.metering.get(record_id_for("acme", r["request_id"], None))
     assert (rec.tenant, rec.model, rec.version, rec.units) == ("acme", "credit-risk", "1", 3)
     assert str(rec.unit_price) == "0.0005" and str(rec.amount) == "0.0015"
     assert rec.key_id == services.tenants.list_keys("acme")[0].key_id

@@ -166,7 +166,7 @@ def test_dynamodb_spreads_one_tenants_rollups_over_shards_and_sets_ttl():
             store.record(rec(i))
         pks = {i["pk"]["S"] for i in client.scan(TableName=ROLLUPS)["Items"]}
         assert len(pks) == 8 and all(p.startswith("acme#2026-10#") for p in pks)
-        item = client.get_item(TableName=USAGE, Key={"pk": {"S": "req:req-1"}})["Item"]
+        item = client.get_item(TableName=USAGE, Key={"pk": {"S": rec(1).record_id}})["Item"]
         assert int(item["expires_at"]["N"]) == int((T0 + timedelta(days=30)).timestamp())
         assert sum(r.units for r in store.month_usage("acme", "2026-10")) == 192
 
@@ -184,7 +184,7 @@ def test_sqlite_write_failure_is_metering_unavailable(tmp_path):
     store._conn.execute("DROP TABLE usage_rollups")
     with pytest.raises(MeteringUnavailable):
         store.record(rec(1))
-    assert store.get("req:req-1") is None  # the record insert was rolled back too
+    assert store.get(rec(1).record_id) is None  # the record insert was rolled back too
 
 
 def test_sqlite_purges_expired_raw_records_but_keeps_rollups(tmp_path):
@@ -192,7 +192,7 @@ def test_sqlite_purges_expired_raw_records_but_keeps_rollups(tmp_path):
     old = datetime.now(UTC) - timedelta(days=10)
     SQLiteMeteringStore(path, retention_days=5).record(rec(1, ts=old))
     reopened = SQLiteMeteringStore(path, retention_days=5)
-    assert reopened.get("req:req-1") is None
+    assert reopened.get(rec(1).record_id) is None
     assert sum(r.units for r in reopened.month_usage("acme", old.strftime("%Y-%m"))) == 3
 
 

@@ -20,13 +20,15 @@ from .metering import DailyUsage, format_usd
 from .plans import Plan
 
 CENT = Decimal("0.01")
-MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# Months from 1970 on: "0000-01" is no month, and nothing was billed before the epoch.
+MONTH_RE = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$")
 MAX_USAGE_DAYS = 366
 
 
 def parse_month(month: str, today: date) -> str:
     if not MONTH_RE.match(month):
-        raise Unprocessable(f"month {month!r} must be YYYY-MM", code="invalid_month")
+        raise Unprocessable(f"month {month!r} must be YYYY-MM, from 1970-01",
+                            code="invalid_month")
     if month > today.strftime("%Y-%m"):
         raise NotFound(f"no invoice for {month}: the month has not started",
                        code="invoice_not_found")

@@ -42,10 +42,10 @@ class PredictResult:
     replayed: bool
 
 
-def fingerprint(name: str, ref: str | None, raw_body: bytes) -> str:
+def fingerprint(name: str, ref: str | None, body: bytes) -> str:
     h = hashlib.sha256()
     h.update(f"{name}\n{ref or ''}\n".encode())
-    h.update(raw_body)
+    h.update(body)
     return h.hexdigest()
 
 
@@ -57,7 +57,8 @@ class PredictionService:
         self.telemetry = telemetry or NullTelemetry()
 
     def predict(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
-                raw_body: bytes, idempotency_key: str | None = None) -> PredictResult:
+                body: bytes, idempotency_key: str | None = None) -> PredictResult:
+        """``body`` is what a retry must repeat (see ``api.body.fingerprint_source``)."""
         started = time.perf_counter()
         version = self.registry.resolve(name, ref)
         model = self.registry.model(name, version)
@@ -76,7 +77,7 @@ class PredictionService:
             amount=unit_price * units,
             latency_ms=int((time.perf_counter() - started) * 1000),
             timestamp=utcnow(),
-            fingerprint=fingerprint(name, ref, raw_body),
+            fingerprint=fingerprint(name, ref, body),
             idempotency_key=idempotency_key,
         )
         try:
@@ -91,6 +92,11 @@ class PredictionService:
         replayed = stored is not rec
         if replayed:
             if stored.fingerprint != rec.fingerprint:
+                if idempotency_key is None:
+                    raise Conflict(
+                        f"request id {caller.request_id} was already answered for a different "
+                        "request; send each request with a new request id",
+                        code="request_id_reused")
                 raise Conflict(
                     "this Idempotency-Key was already used for a different request",
                     code="idempotency_key_reused")

@@ -6,6 +6,7 @@ than the inference itself.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,7 +72,11 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+    try:
+        content = orjson.dumps(body)
+    except TypeError:  # a lone surrogate echoed from the request: escape it, never a 500
+        content = json.dumps(body, ensure_ascii=True, default=str).encode()
+    return Response(content, status_code=status, media_type="application/json",
                     headers=headers)
 
 
@@ -126,8 +131,8 @@ async def predict(request: Request) -> Response:
     if path_version and body_version and path_version != body_version:
         raise ApiError(f"version {body_version!r} in the body contradicts the path's "
                        f"{path_version!r}", status=422, code="version_conflict")
-    result = s.predictions.predict(caller, name, path_version or body_version, instances, raw,
-                                   idem)
+    result = s.predictions.predict(caller, name, path_version or body_version, instances,
+                                   bodies.fingerprint_source(doc, raw, idem), idem)
     headers = {"x-request-id": result.body["request_id"]}
     if idem is not None:
         headers["Idempotent-Replayed"] = "true" if result.replayed else "false"

@@ -21,6 +21,8 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+    """The body as JSON and its bytes, read no further than ``max_bytes`` (a chunked
+    upload without a Content-Length is cut off at the limit, not buffered whole)."""
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(
@@ -29,19 +31,41 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes",
+                                  code="body_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         return orjson.loads(raw), raw
     except orjson.JSONDecodeError:
         pass  # let the standard parser say precisely what is wrong (NaN, 1e400, syntax)
     try:
-        return json.loads(raw, parse_constant=_reject_constant), raw
+        doc = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, Unprocessable):
             raise
         raise BadRequest(f"body is not valid JSON: {exc}", code="malformed_json") from None
+    try:
+        orjson.dumps(doc)  # what orjson refused and json took: lone surrogates ("\ud800")
+    except TypeError:
+        raise BadRequest("body is not valid JSON: a string holds a lone UTF-16 surrogate, "
+                         "which is not a Unicode character", code="malformed_json") from None
+    return doc, raw
+
+
+def fingerprint_source(doc: Any, raw: bytes, idempotency_key: str | None) -> bytes:
+    """What a retry must repeat. With an Idempotency-Key, the request's meaning, not its
+    bytes: a client library that re-serialises the body on retry (other key order or
+    spacing) is the same request (Powertools hashes ``json.dumps(sort_keys=True)`` too).
+    Without one, a replay is the same API Gateway event, so its bytes suffice."""
+    if idempotency_key is None:
+        return raw
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
 def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None]:

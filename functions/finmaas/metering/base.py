@@ -1,9 +1,10 @@
 """Usage records and their rollups.
 
-Exactly once: a usage record's id is derived from the request (``req:<API Gateway request
-id>``) or, when the client sends ``Idempotency-Key``, from the tenant and that key
-(``idem:<sha256>``). Recording inserts the record only if its id is new and, in the same
-atomic step, adds it to a daily rollup. A duplicate returns the first record instead.
+Exactly once: a usage record's id is derived from the tenant and the request
+(``req:<sha256 of tenant and API Gateway request id>``) or, when the client sends
+``Idempotency-Key``, from the tenant and that key (``idem:<sha256>``). Recording inserts
+the record only if its id is new and, in the same atomic step, adds it to a daily rollup.
+A duplicate returns the first record instead.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ class MeteringUnavailable(Exception):
 
 
 def record_id_for(tenant: str, request_id: str, idempotency_key: str | None) -> str:
+    """Scoped by tenant either way: another tenant's request id or key (a forged event,
+    a guessed key) names another record, never this tenant's answer."""
     if idempotency_key is not None:
         digest = hashlib.sha256(f"{tenant}\n{idempotency_key}".encode()).hexdigest()
         return f"idem:{digest}"
-    return f"req:{request_id}"
+    digest = hashlib.sha256(f"{tenant}\n{request_id}".encode()).hexdigest()
+    return f"req:{digest}"
 
 
 def to_nanos(amount: Decimal) -> int:
