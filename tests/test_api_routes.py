@@ -90,3 +90,20 @@ def test_predictions_match_the_onnx_graph_directly(client, api_key):
     served = client.post("/v1/models/market-volatility/predict", headers={"x-api-key": api_key},
                          json={"instances": [rec]}).json()["predictions"][0]["value"]
     assert served == pytest.approx(float(direct[0, 0]), abs=1e-12)
+
+
+def test_every_answer_carries_a_request_id(client, api_key):
+    h = {"x-api-key": api_key}
+    answers = [client.get("/v1/models", headers=h), client.get("/v1/models/credit-risk",
+                                                               headers=h),
+               client.get("/v1/usage", headers=h), client.get("/v1/models"),
+               client.get("/v1/models", headers={"x-api-key": "fmk_wrong"}),
+               client.get("/v1/nothing-here", headers=h)]
+    for r in answers:
+        assert r.headers.get("x-request-id"), (r.request.url, r.status_code)
+
+
+def test_health_answers_head_and_a_wrong_method_names_the_allowed_ones(client, api_key):
+    assert client.head("/health").status_code == 200
+    r = client.delete("/v1/models", headers={"x-api-key": api_key})
+    assert r.status_code == 405 and r.headers["allow"] == "GET"

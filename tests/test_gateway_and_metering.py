@@ -38,6 +38,29 @@ def test_rate_limit_answers_429_with_retry_after(services, clock):
     assert client.get("/v1/models", headers={"x-api-key": key}).status_code == 200
 
 
+def test_a_429_says_when_to_come_back_in_ratelimit_headers(services, clock):
+    key = make_tenant(services, "tiny", "free")
+    client = gateway_client(services, clock)
+    for _ in range(5):
+        client.get("/v1/models", headers={"x-api-key": key})
+    r = client.get("/v1/models", headers={"x-api-key": key})
+    assert r.status_code == 429 and r.headers["x-request-id"]
+    assert (r.headers["ratelimit-limit"], r.headers["ratelimit-remaining"],
+            r.headers["ratelimit-reset"]) == ("5", "0", r.headers["retry-after"])
+
+
+def test_a_quota_plan_whose_usage_store_cannot_be_read_gets_a_json_503(services, clock):
+    key = make_tenant(services, "tiny", "free")
+
+    def unreadable(_key_id, _month):
+        raise MeteringUnavailable("database is locked")
+
+    client = gateway_client(services, clock, quota_seed=unreadable)
+    r = client.get("/v1/models", headers={"x-api-key": key})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "usage_unavailable"
+
+
 def test_monthly_quota(services, clock):
     key = make_tenant(services, "tiny", "free")
     client = gateway_client(services, clock, quota_seed=lambda _k, _m: 999)

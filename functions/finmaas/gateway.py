@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from .plans import Plan, get_plan
 from .tenants import TenantStore
 from .tenants.base import hash_key
 
+Rejection = tuple[int, str, str, dict[str, str]]  # status, code, message, headers
 OPEN_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json",
                         "/docs/oauth2-redirect"})
 
@@ -71,7 +74,22 @@ class LocalGateway:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    def _admit(self, key_id: str, plan: Plan) -> tuple[int, str, str, dict[str, str]] | None:
+    def _authorize(self, key: str) -> tuple[str | None, Rejection | None]:
+        """The key's id, or why the request is turned away (blocking: store reads)."""
+        try:
+            record = self.tenants.find_key_by_hash(hash_key(key))
+            tenant = self.tenants.get_tenant(record.tenant) if record else None
+        except Exception:  # the key store is down: a retryable fault, not a 500
+            return None, (503, "tenants_unavailable",
+                          "the key store is unavailable; retry shortly", {"Retry-After": "1"})
+        if record is None or not record.active or tenant is None:
+            return None, (401, "invalid_api_key", "this API key is not valid", {})
+        return record.key_id, self._admit(record.key_id, get_plan(tenant.plan))
+
+    def _admit(self, key_id: str, plan: Plan) -> Rejection | None:
+        """None if the request may pass, else the rejection: 429 with ``Retry-After`` and
+        the IETF draft's ``RateLimit-*`` headers. Runs off the event loop (the quota's
+        first count per key and month reads the usage store)."""
         now = self.clock()
         with self._lock:
             bucket = self.buckets.get(key_id)
@@ -80,20 +98,31 @@ class LocalGateway:
                 self.buckets[key_id] = bucket
             wait = bucket.take(now)
             if wait:
+                reset = str(max(1, math.ceil(wait)))
                 return (429, "rate_limited",
                         f"rate limit of the {plan.name} plan exceeded "
                         f"({plan.rate_limit_rps:g}/s, burst {plan.burst})",
-                        {"Retry-After": str(max(1, math.ceil(wait)))})
+                        {"Retry-After": reset, "RateLimit-Limit": str(plan.burst),
+                         "RateLimit-Remaining": "0", "RateLimit-Reset": reset})
             if plan.quota_limit is not None:
                 wall = self.wallclock()
                 month = wall.strftime("%Y-%m")
                 slot = (key_id, month)
                 if slot not in self.quota_used:
-                    self.quota_used[slot] = self.quota_seed(key_id, month)
+                    try:
+                        self.quota_used[slot] = self.quota_seed(key_id, month)
+                    except Exception:  # the usage store is down or locked: retry, not a 500
+                        bucket.tokens += 1  # this request was not served
+                        return (503, "usage_unavailable",
+                                "the usage store is unavailable; retry shortly",
+                                {"Retry-After": "1"})
                 if self.quota_used[slot] >= plan.quota_limit:
+                    reset = str(_seconds_to_next_month(wall))
                     return (429, "quota_exceeded",
                             f"monthly quota of {plan.quota_limit} requests of the {plan.name} "
-                            "plan is used up", {"Retry-After": str(_seconds_to_next_month(wall))})
+                            "plan is used up",
+                            {"Retry-After": reset, "RateLimit-Limit": str(plan.quota_limit),
+                             "RateLimit-Remaining": "0", "RateLimit-Reset": reset})
                 self.quota_used[slot] += 1
         return None
 
@@ -101,30 +130,27 @@ class LocalGateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        context: dict[str, Any] = {"requestId": str(uuid.uuid4()), "stage": "local",
+        request_id = str(uuid.uuid4())
+        context: dict[str, Any] = {"requestId": request_id, "stage": "local",
                                    "identity": {"sourceIp": (scope.get("client") or ("",))[0]}}
         if scope["path"] not in OPEN_PATHS:
+            async def reject(status: int, code: str, message: str,
+                             headers: dict[str, str] | None = None) -> None:
+                await self._reject(send, status, code, message,
+                                   {**(headers or {}), "x-request-id": request_id})
+
             headers = dict(scope.get("headers") or [])
             key = headers.get(b"x-api-key", b"").decode("latin-1")
             if not key:
-                await self._reject(send, 401, "missing_api_key",
-                                   "an API key is required: send it in the x-api-key header")
+                await reject(401, "missing_api_key",
+                             "an API key is required: send it in the x-api-key header")
                 return
-            try:
-                record = self.tenants.find_key_by_hash(hash_key(key))
-                tenant = self.tenants.get_tenant(record.tenant) if record else None
-            except Exception:  # the key store is down: a retryable fault, not a 500
-                await self._reject(send, 503, "tenants_unavailable",
-                                   "the key store is unavailable; retry shortly",
-                                   {"Retry-After": "1"})
-                return
-            if record is None or not record.active or tenant is None:
-                await self._reject(send, 401, "invalid_api_key", "this API key is not valid")
-                return
-            rejected = self._admit(record.key_id, get_plan(tenant.plan))
+            # The key and usage stores are a file: their reads and lock waits run off the
+            # event loop, so a locked database never freezes /health or other tenants.
+            key_id, rejected = await run_in_threadpool(self._authorize, key)
             if rejected:
-                await self._reject(send, *rejected)
+                await reject(*rejected)
                 return
-            context["identity"]["apiKeyId"] = record.key_id
+            context["identity"]["apiKeyId"] = key_id
         scope = {**scope, "aws.event": {"requestContext": context}}
         await self.app(scope, receive, send)

@@ -11,11 +11,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,14 +28,15 @@ from ..metering import MeteringStore, open_metering_store
 from ..modelstore import open_store
 from ..plans import get_plan
 from ..registry import ModelRegistry
-from ..service import PredictionService
+from ..service import PredictionService, PredictResult
 from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
 from . import body as bodies
 from . import openapi
-from .identity import TenantDirectory, resolve_caller
+from .identity import RequestIdHeader, TenantDirectory, resolve_caller
 
 log = logging.getLogger("finmaas.api")
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +51,16 @@ class Services:
     def __post_init__(self) -> None:
         self.directory = TenantDirectory(self.tenants, ttl=self.settings.tenant_cache_seconds)
         self.predictions = PredictionService(self.registry, self.metering, self.telemetry)
+        # On Lambda a container serves one request at a time: a thread hop would only add
+        # latency. Locally one event loop serves every tenant, and SQLite may wait on a
+        # lock: store work runs in worker threads so /health and the others never freeze.
+        self.inline = self.settings.uses_dynamodb
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Blocking store work, off the event loop where there is one to keep free."""
+        if self.inline:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
 
 
 def build_services(settings: Settings | None = None, *, telemetry: Telemetry | None = None,
@@ -87,6 +99,7 @@ def _services(request: Request) -> Services:
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
+    @router.head("/health", include_in_schema=False)  # load balancers and uptime probes
     @router.get("/health", summary="Liveness (no API key)")
     async def health() -> Response:
         return json_response({"status": "ok", "version": __version__})
@@ -100,16 +113,23 @@ def models_router() -> APIRouter:
     @router.get("", summary="The catalogue: models, versions, aliases, prices")
     async def catalogue(request: Request) -> Response:
         s = _services(request)
-        resolve_caller(request.scope, s.directory)
-        return json_response({"models": s.registry.catalogue()})
+
+        def work() -> dict[str, Any]:
+            resolve_caller(request.scope, s.directory)
+            return {"models": s.registry.catalogue()}
+
+        return json_response(await s.run(work))
 
     @router.get("/{name}", summary="A model card (production, or ?version= alias or version)")
     async def card(request: Request, name: str, version: str | None = None) -> Response:
         s = _services(request)
-        resolve_caller(request.scope, s.directory)
-        resolved = s.registry.resolve(name, version)
-        card = s.registry.card(name, resolved)
-        return json_response({**card.raw, "aliases": s.registry.aliases(name)})
+
+        def work() -> dict[str, Any]:
+            resolve_caller(request.scope, s.directory)
+            card = s.registry.card(name, s.registry.resolve(name, version))
+            return {**card.raw, "aliases": s.registry.aliases(name)}
+
+        return json_response(await s.run(work))
 
     return router
 
@@ -124,15 +144,19 @@ async def predict(request: Request) -> Response:
     s = _services(request)
     name = request.path_params["name"]
     path_version = request.path_params.get("version")
-    caller = resolve_caller(request.scope, s.directory)
     idem = bodies.idempotency_key(request)
     doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
     instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
     if path_version and body_version and path_version != body_version:
         raise ApiError(f"version {body_version!r} in the body contradicts the path's "
                        f"{path_version!r}", status=422, code="version_conflict")
-    result = s.predictions.predict(caller, name, path_version or body_version, instances,
-                                   bodies.fingerprint_source(doc, raw, idem), idem)
+
+    def work() -> PredictResult:
+        caller = resolve_caller(request.scope, s.directory)
+        return s.predictions.predict(caller, name, path_version or body_version, instances,
+                                     bodies.fingerprint_source(doc, raw, idem), idem)
+
+    result = await s.run(work)
     headers = {"x-request-id": result.body["request_id"]}
     if idem is not None:
         headers["Idempotent-Replayed"] = "true" if result.replayed else "false"
@@ -153,19 +177,27 @@ def billing_router() -> APIRouter:
     async def usage(request: Request, start: str | None = None, end: str | None = None
                     ) -> Response:
         s = _services(request)
-        caller = resolve_caller(request.scope, s.directory)
-        lo, hi = billing.parse_range(start, end, s.today())
-        rows = _guarded(lambda: s.metering.daily_usage(caller.tenant, lo, hi))
-        return json_response(billing.usage_report(caller.tenant, lo, hi, rows))
+
+        def work() -> dict[str, Any]:
+            caller = resolve_caller(request.scope, s.directory)
+            lo, hi = billing.parse_range(start, end, s.today())
+            rows = _guarded(lambda: s.metering.daily_usage(caller.tenant, lo, hi))
+            return billing.usage_report(caller.tenant, lo, hi, rows)
+
+        return json_response(await s.run(work))
 
     @router.get("/invoices/{month}", summary="Your invoice for a month (YYYY-MM)")
     async def invoice(request: Request, month: str) -> Response:
         s = _services(request)
-        caller = resolve_caller(request.scope, s.directory)
-        month = billing.parse_month(month, s.today())
-        rows = _guarded(lambda: s.metering.month_usage(caller.tenant, month))
-        return json_response(billing.build_invoice(caller.tenant, get_plan(caller.plan),
-                                                   month, rows, s.today()))
+
+        def work() -> dict[str, Any]:
+            caller = resolve_caller(request.scope, s.directory)
+            valid = billing.parse_month(month, s.today())
+            rows = _guarded(lambda: s.metering.month_usage(caller.tenant, valid))
+            return billing.build_invoice(caller.tenant, get_plan(caller.plan), valid, rows,
+                                         s.today())
+
+        return json_response(await s.run(work))
 
     return router
 
@@ -216,7 +248,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code,
                                                                         "http_error")
         err = NotFound(str(exc.detail), code=code) if exc.status_code == 404 else ApiError(
-            str(exc.detail), status=exc.status_code, code=code)
+            str(exc.detail), status=exc.status_code, code=code,
+            headers=dict(exc.headers or {}))  # 405 keeps its Allow header
         return error(request, err)
 
     @app.exception_handler(Exception)
@@ -231,4 +264,5 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.include_router(models_router())
     app.include_router(billing_router())
     openapi.install(app, services.registry)
+    app.add_middleware(RequestIdHeader)
     return app

@@ -46,6 +46,30 @@ def request_context(scope: dict[str, Any]) -> dict[str, Any]:
     return event.get("requestContext") or {}
 
 
+class RequestIdHeader:
+    """ASGI middleware: every response carries ``x-request-id`` (API Gateway's request
+    id, or the local gateway's), so any answer, success or error, can be traced."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request_id = request_context(scope).get("requestId") if scope["type"] == "http" else None
+        if not isinstance(request_id, str) or not request_id:
+            await self.app(scope, receive, send)
+            return
+        header = (b"x-request-id", request_id.encode("latin-1", "replace"))
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def resolve_caller(scope: dict[str, Any], directory: TenantDirectory) -> Caller:
     ctx = request_context(scope)
     key_id = (ctx.get("identity") or {}).get("apiKeyId")

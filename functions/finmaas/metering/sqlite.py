@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from ..tenants.sqlite import connect
+from ..embedded import connect
 from .base import (
     DailyUsage,
     MeteringStore,
@@ -124,17 +124,23 @@ class SQLiteMeteringStore(MeteringStore):
                            from_nanos(r["amount_nanos"])) for r in rows]
 
     def export(self, month: str) -> Iterator[UsageRecord]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM usage_records WHERE month = ? ORDER BY ts, record_id", (month,)
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT * FROM usage_records WHERE month = ? ORDER BY ts, record_id",
+                    (month,)).fetchall()
+        except sqlite3.Error as exc:
+            raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
         for row in rows:
             yield self._row(row)
 
     def count_requests(self, key_id: str, month: str) -> int:
         """Successful requests of a key in a month (seeds the local gateway's quota)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COUNT(*) FROM usage_records WHERE key_id = ? AND month = ?",
-                (key_id, month)).fetchone()
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT COUNT(*) FROM usage_records WHERE key_id = ? AND month = ?",
+                    (key_id, month)).fetchone()
+        except sqlite3.Error as exc:
+            raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
         return int(row[0])

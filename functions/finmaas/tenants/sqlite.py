@@ -4,6 +4,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..embedded import connect
 from ..plans import get_plan
 from .base import ApiKey, Tenant, TenantExists, TenantStore, now_iso
 
@@ -16,18 +17,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT
 );
 """
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """One connection per store, WAL so readers never block the writer; NORMAL sync is
-    durable across a process crash (a committed record survives SIGKILL)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.row_factory = sqlite3.Row
-    return conn
 
 
 class SQLiteTenantStore(TenantStore):

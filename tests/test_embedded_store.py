@@ -1,0 +1,104 @@
+"""The embedded SQLite store under faults: private files, damage refused by name, and a
+lock held by another process never freezing the local server's event loop."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from finmaas.embedded import StoreDamaged, connect
+
+from tests.conftest import example
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_store_and_a_home_it_creates_are_private(tmp_path, services, client, api_key):
+    client.post("/v1/models/credit-risk/predict", headers={"x-api-key": api_key},
+                json={"instances": [example("credit-risk")]})
+    db = services.settings.sqlite_path
+    assert mode(db.parent) == 0o700
+    for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        assert f.exists() and mode(f) == 0o600, f
+
+
+def test_an_existing_readable_store_is_made_private(tmp_path):
+    db = tmp_path / "finmaas.sqlite3"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.commit()
+    db.chmod(0o644)
+    connect(db).close()
+    assert mode(db) == 0o600
+
+
+def test_a_zero_length_store_is_refused_not_started_empty(tmp_path):
+    db = tmp_path / "finmaas.sqlite3"
+    db.touch()
+    with pytest.raises(StoreDamaged, match=str(db)):
+        connect(db)
+
+
+def test_a_garbled_store_is_refused_by_name(tmp_path):
+    db = tmp_path / "finmaas.sqlite3"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreDamaged, match=f"{db}.*not a usable"):
+        connect(db)
+
+
+def test_serve_refuses_a_damaged_store_with_a_message_not_a_traceback(tmp_path, capsys,
+                                                                     monkeypatch):
+    from finmaas.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "finmaas.sqlite3").write_bytes(b"\x00garbage" * 64)
+    monkeypatch.setenv("MAAS_HOME", str(home))
+    assert main(["tenants", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "finmaas.sqlite3" in err and "Traceback" not in err
+
+
+def test_a_lock_held_elsewhere_leaves_health_free_and_answers_503(services, api_key):
+    from finmaas.api import create_app
+    from finmaas.gateway import LocalGateway
+
+    app = LocalGateway(create_app(services), services.tenants,
+                       quota_seed=services.metering.count_requests)
+    other = sqlite3.connect(services.settings.sqlite_path, isolation_level=None)
+    results: dict[str, int] = {}
+    writing = threading.Event()
+    record = services.metering.record
+
+    def record_and_signal(rec):
+        writing.set()
+        return record(rec)
+
+    services.predictions.metering.record = record_and_signal
+    with TestClient(app) as client:
+        client.get("/v1/models", headers={"x-api-key": api_key})  # key cached, store warm
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            def predict() -> None:
+                r = client.post("/v1/models/credit-risk/predict",
+                                headers={"x-api-key": api_key},
+                                json={"instances": [example("credit-risk")]})
+                results["predict"] = r.status_code
+                results["retry_after"] = int(r.headers.get("retry-after", 0))
+
+            waiting = threading.Thread(target=predict)
+            waiting.start()
+            assert writing.wait(10)
+            # While the predict waits for the lock, the event loop still answers
+            health = client.get("/health")
+            assert health.status_code == 200
+            assert waiting.is_alive(), "the predict should still be waiting for the lock"
+            waiting.join()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    # And the waiting call gives up with a retryable 503, billing nothing
+    assert results == {"predict": 503, "retry_after": 1}
