@@ -98,9 +98,12 @@ def test_missing_objects_are_404_for_callers(s3, tmp_path, clock):
         reg.resolve("no-such-model")
     with pytest.raises(NotFound):
         reg.card("credit-risk", "3")
+    # A card whose graph is gone is a damaged store (503), and says nothing of the bucket
     s3.delete_object(Bucket=BUCKET, Key="models/market-volatility/1/model.onnx")
-    with pytest.raises(NotFound):
+    with pytest.raises(ServiceUnavailable) as caught:
         reg.model("market-volatility", "1")
+    assert caught.value.code == "model_unavailable"
+    assert BUCKET not in caught.value.message and "models/" not in caught.value.message
 
 
 def test_alias_flip_takes_effect_after_the_ttl(s3, tmp_path, clock):

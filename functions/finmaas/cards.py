@@ -1,37 +1,30 @@
 """The model card: the contract between a model's publisher, the server and the buyer.
 
-A card is a JSON document (``<name>/<version>/card.json``). ``ModelCard.parse`` checks
-every key the server relies on and raises ``CardError`` with all problems at once, so a
-publisher sees everything wrong with a card in one go.
+A card is a JSON document (``<name>/<version>/card.json``) with a published schema
+(``CardDocument``, a pydantic model; ``card_json_schema()`` is its JSON Schema).
+``ModelCard.parse`` validates against it and raises ``CardError`` with all problems at
+once, so a publisher sees everything wrong with a card in one go.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,31}$")
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-TASKS = ("binary_classification", "regression")
-INPUT_TYPES = ("number", "integer", "category")
-REQUIRED_KEYS = (
-    "name",
-    "version",
-    "task",
-    "description",
-    "inputs",
-    "outputs",
-    "metrics",
-    "training_data",
-    "artifact",
-    "pricing",
-    "serving",
-)
-# A unit price is usd_per_1k / 1000; nine decimals per unit keeps sums exact in nano-USD.
-MAX_PRICE_EXPONENT = -6
 
 
 class CardError(ValueError):
@@ -108,145 +101,134 @@ class ModelCard:
 
     @classmethod
     def parse(cls, doc: Any) -> ModelCard:
-        problems: list[str] = []
-        if not isinstance(doc, dict):
-            raise CardError(["card must be a JSON object"])
-        for key in REQUIRED_KEYS:
-            if key not in doc:
-                problems.append(f"missing key {key!r}")
-        if problems:
-            raise CardError(problems)
-        name, version = doc["name"], doc["version"]
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            problems.append(f"name {name!r} must be lowercase letters, digits and dashes")
-        if not isinstance(version, str) or not VERSION_RE.match(version):
-            problems.append(f"version {version!r} must be a short string such as '1'")
-        if doc["task"] not in TASKS:
-            problems.append(f"task must be one of {TASKS}")
-        inputs = _parse_inputs(doc["inputs"], problems)
-        outputs = _parse_outputs(doc["outputs"], problems)
-        serving = doc["serving"] if isinstance(doc["serving"], dict) else {}
-        graph_output = serving.get("output")
-        graph_column = serving.get("column")
-        if not isinstance(graph_output, str):
-            problems.append("serving.output must name the ONNX output to read")
-        if graph_column is not None and not isinstance(graph_column, int):
-            problems.append("serving.column must be an integer or absent")
-        artifact = doc["artifact"] if isinstance(doc["artifact"], dict) else {}
-        sha = artifact.get("sha256")
-        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-            problems.append("artifact.sha256 must be 64 lowercase hex digits")
-        if not isinstance(artifact.get("bytes"), int) or artifact.get("bytes", 0) <= 0:
-            problems.append("artifact.bytes must be a positive integer")
-        file = artifact.get("file", "model.onnx")
-        if not isinstance(file, str) or "/" in file or file.startswith("."):
-            problems.append("artifact.file must be a plain file name")
-        price = _parse_price(doc["pricing"], problems)
-        metrics = doc["metrics"]
-        if not isinstance(metrics, dict) or "holdout" not in metrics:
-            problems.append("metrics must be an object with a 'holdout' description")
-        if problems:
-            raise CardError(problems)
+        """Validate ``doc`` against the card schema (``CardDocument``) and build the
+        server's view of it; every problem is reported at once in ``CardError``."""
+        try:
+            card = CardDocument.model_validate(doc)
+        except ValidationError as exc:
+            raise CardError([_problem(e) for e in exc.errors()]) from None
+        outputs = tuple(OutputSpec(name=o.name, type=o.type, description=o.description,
+                                   unit=o.unit, event=o.event) for o in card.outputs)
+        inputs = tuple(
+            InputSpec(name=i.name, type=i.type, required=i.required, description=i.description,
+                      categories=tuple(i.categories or ()),
+                      unknown_category=i.unknown_category, unit=i.unit, minimum=i.minimum,
+                      maximum=i.maximum)
+            for i in card.inputs)
         return cls(
-            name=name,
-            version=version,
-            task=doc["task"],
-            description=str(doc["description"]),
+            name=card.name,
+            version=card.version,
+            task=card.task,
+            description=card.description,
             inputs=inputs,
             outputs=outputs,
-            graph_output=graph_output,  # type: ignore[arg-type]
-            graph_column=graph_column,
-            sha256=sha,  # type: ignore[arg-type]
-            artifact_file=file,
-            artifact_bytes=artifact["bytes"],
-            usd_per_1k=price,
+            graph_output=card.serving.output,
+            graph_column=card.serving.column,
+            sha256=card.artifact.sha256,
+            artifact_file=card.artifact.file,
+            artifact_bytes=card.artifact.bytes,
+            usd_per_1k=Decimal(card.pricing.usd_per_1k_predictions),
             raw=doc,
         )
 
 
-def _parse_inputs(items: Any, problems: list[str]) -> tuple[InputSpec, ...]:
-    if not isinstance(items, list) or not items:
-        problems.append("inputs must be a non-empty list")
-        return ()
-    specs: list[InputSpec] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        where = f"inputs[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{where} must be an object")
-            continue
-        name, typ = item.get("name"), item.get("type")
-        if not isinstance(name, str) or not name:
-            problems.append(f"{where}.name is required")
-            continue
-        if name in seen:
-            problems.append(f"{where}: duplicate input {name!r}")
-        seen.add(name)
-        if typ not in INPUT_TYPES:
-            problems.append(f"{where} ({name}): type must be one of {INPUT_TYPES}")
-            continue
-        cats = item.get("categories") or []
-        if typ == "category" and (
-            not isinstance(cats, list) or not cats or not all(isinstance(c, str) for c in cats)
-        ):
-            problems.append(f"{where} ({name}): a category input needs a list of categories")
-            continue
-        if not isinstance(item.get("required"), bool):
-            problems.append(f"{where} ({name}): required must be true or false")
-            continue
-        unknown = item.get("unknown_category", "reject")
-        if unknown not in ("reject", "ignore"):
-            problems.append(f"{where} ({name}): unknown_category must be 'reject' or 'ignore'")
-            continue
-        specs.append(
-            InputSpec(
-                name=name,
-                type=typ,
-                required=item["required"],
-                description=str(item.get("description", "")),
-                categories=tuple(cats),
-                unknown_category=unknown,
-                unit=item.get("unit"),
-                minimum=item.get("minimum"),
-                maximum=item.get("maximum"),
-            )
-        )
-    return tuple(specs)
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "card"
+    return f"{where}: {error['msg']}"
 
 
-def _parse_outputs(items: Any, problems: list[str]) -> tuple[OutputSpec, ...]:
-    if not isinstance(items, list) or not items:
-        problems.append("outputs must be a non-empty list")
-        return ()
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            problems.append(f"outputs[{i}] must be an object with a name")
-            continue
-        out.append(
-            OutputSpec(
-                name=item["name"],
-                type=str(item.get("type", "number")),
-                description=str(item.get("description", "")),
-                unit=item.get("unit"),
-                event=item.get("event"),
-            )
-        )
-    return tuple(out)
+# -- the card schema ----------------------------------------------------------------------
+# Strict: a number must be a JSON number ("0" is not), a flag a JSON boolean. Open: keys
+# beyond these are welcome (model, fairness, calibration, intended_use, ...).
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, frozen=True)
 
 
-def _parse_price(pricing: Any, problems: list[str]) -> Decimal:
-    raw = pricing.get("usd_per_1k_predictions") if isinstance(pricing, dict) else None
-    if not isinstance(raw, str):
-        problems.append("pricing.usd_per_1k_predictions must be a decimal string, e.g. '0.50'")
-        return Decimal(0)
-    try:
-        price = Decimal(raw)
-    except InvalidOperation:
-        problems.append(f"pricing.usd_per_1k_predictions {raw!r} is not a decimal")
-        return Decimal(0)
-    if not price.is_finite() or price < 0:
-        problems.append("pricing.usd_per_1k_predictions must be a finite, non-negative decimal")
-    elif price.as_tuple().exponent < MAX_PRICE_EXPONENT:  # type: ignore[operator]
-        problems.append("pricing.usd_per_1k_predictions has more than 6 decimals")
-    return price
+class CardInput(_Section):
+    """One input field in business terms (not a tensor position)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    type: Literal["number", "integer", "category"]
+    required: bool
+    description: str = ""
+    categories: list[str] | None = Field(default=None, min_length=1)
+    unknown_category: Literal["reject", "ignore"] = "reject"
+    unit: str | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CardInput:
+        if self.type == "category" and not self.categories:
+            raise ValueError("a category input needs a list of categories")
+        if self.type != "category" and self.categories is not None:
+            raise ValueError("only a category input has categories")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
+
+
+class CardOutput(_Section):
+    name: str = Field(min_length=1)
+    type: str = "number"
+    description: str = ""
+    unit: str | None = None
+    event: str | None = None
+
+
+class CardServing(_Section):
+    """Which graph output holds the score, and its column when the output is a matrix."""
+
+    output: str = Field(min_length=1)
+    column: int | None = Field(default=None, ge=0)
+
+
+class CardArtifact(_Section):
+    file: str = Field(default="model.onnx", pattern=r"^[^/.][^/]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(gt=0)
+
+
+class CardPricing(_Section):
+    usd_per_1k_predictions: str = Field(
+        pattern=r"^[0-9]+(\.[0-9]{1,6})?$",
+        description="decimal string, at most 6 decimals (a unit price stays exact in "
+                    "nano-dollars), e.g. '0.50'")
+
+
+class CardMetrics(_Section):
+    holdout: Any = Field(description="how the holdout was drawn, and its row count")
+
+
+class CardDocument(_Section):
+    """The model card (``<name>/<version>/card.json``): the contract between a model's
+    publisher, the server and the buyer. ``maas models verify``, ``maas models publish``
+    and the server's loader all validate against it."""
+
+    name: str = Field(pattern=NAME_RE.pattern)
+    version: str = Field(pattern=VERSION_RE.pattern)
+    task: Literal["binary_classification", "regression"]
+    description: str
+    inputs: list[CardInput] = Field(min_length=1)
+    outputs: list[CardOutput] = Field(min_length=1)
+    metrics: CardMetrics
+    training_data: dict[str, Any]
+    artifact: CardArtifact
+    pricing: CardPricing
+    serving: CardServing
+    example: dict[str, Any] | None = Field(
+        default=None, description="one valid instance; verify, publish and load predict it")
+
+    @field_validator("inputs")
+    @classmethod
+    def _unique(cls, inputs: list[CardInput]) -> list[CardInput]:
+        names = [i.name for i in inputs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate input(s): {', '.join(dupes)}")
+        return inputs
+
+
+def card_json_schema() -> dict[str, Any]:
+    """The published JSON Schema of ``card.json`` (in the OpenAPI document and README)."""
+    return CardDocument.model_json_schema()

@@ -10,30 +10,20 @@ sessions cached in memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import ModelStore, ObjectNotFound
-from .runtime import GraphMismatch, LoadedModel
+from .runtime import LoadedModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
 DEFAULT_ALIAS = "production"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ModelRegistry:
@@ -152,39 +142,39 @@ class ModelRegistry:
             return loaded
 
     def _load(self, card: ModelCard) -> LoadedModel:
-        import onnxruntime as ort
-
         key = f"{card.name}/{card.version}/{card.artifact_file}"
-        path = self._guard(self.store.artifact_path, key, card.sha256)
-        actual = sha256_file(path)
-        if actual != card.sha256:
-            self.store.evict(key, card.sha256)
-            log.error("artifact sha256 mismatch: refusing to serve",
-                      extra={"model": card.name, "version": card.version,
-                             "expected": card.sha256, "actual": actual})
-            raise ServiceUnavailable(
-                f"{card.name} v{card.version} failed its integrity check and is not served",
-                code="model_integrity_error", retry_after=60,
-            ) from IntegrityError(key)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.ort_threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            session = ort.InferenceSession(str(path), sess_options=opts,
-                                           providers=["CPUExecutionProvider"])
-            return LoadedModel(card, session)
-        except (GraphMismatch, Exception) as exc:  # a corrupt graph is a store fault
-            log.error("model failed to load", extra={"model": card.name, "error": str(exc)})
+            path = self._guard(self.store.artifact_path, key, card.sha256)
+        except NotFound as exc:  # a card without its graph: the store is at fault
+            log.error("artifact missing", extra={"model": card.name, "version": card.version,
+                                                 "key": key})
+            raise ServiceUnavailable(f"{card.name} v{card.version} is not available",
+                                     code="model_unavailable", retry_after=60) from exc
+        try:
+            return open_version(card, path, threads=self.ort_threads)
+        except VersionRejected as exc:
+            if exc.integrity:
+                self.store.evict(key, card.sha256)
+                log.error("artifact sha256 mismatch: refusing to serve",
+                          extra={"model": card.name, "version": card.version,
+                                 "expected": card.sha256, "problems": exc.problems})
+                raise ServiceUnavailable(
+                    f"{card.name} v{card.version} failed its integrity check and is not served",
+                    code="model_integrity_error", retry_after=60,
+                ) from IntegrityError(key)
+            log.error("model failed to load", extra={"model": card.name,
+                                                      "version": card.version,
+                                                      "problems": exc.problems})
             raise ServiceUnavailable(f"{card.name} v{card.version} could not be loaded",
                                      code="model_unavailable", retry_after=60) from exc
 
     def _guard(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Store faults become 503s; a missing object becomes NotFound for the caller."""
+        """Store faults become 503s; a missing object becomes NotFound for the caller.
+        Store paths and bucket names stay in the logs, never in an answer."""
         try:
             return fn(*args)
         except ObjectNotFound as exc:
-            raise NotFound(str(exc)) from exc
+            raise NotFound("not found") from exc
         except StoreError as exc:
             log.warning("model store unavailable", extra={"error": str(exc)})
             raise ServiceUnavailable("the model store is unavailable; retry shortly",

@@ -7,14 +7,16 @@ in one round trip. It never imitates training-time transforms: the graph has the
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .cards import InputSpec, ModelCard
-from .errors import Unprocessable
+from .errors import ApiError, Unprocessable
 
 MAX_DETAILS = 50
 VECTORISE_FROM = 32
@@ -29,6 +31,23 @@ _ORT_DTYPES = {
 
 class GraphMismatch(ValueError):
     """The ONNX graph's inputs do not match the card's fields."""
+
+
+class VersionRejected(ValueError):
+    """A model version that must not be served: every reason, for logs and ``verify``."""
+
+    def __init__(self, problems: list[str], *, integrity: bool = False) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        self.integrity = integrity  # the bytes are not the ones the card names
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -61,10 +80,56 @@ def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
             problems.append(f"{spec.name}: numeric input but graph wants {typ}")
     for name in sorted(set(graph_inputs) - set(card.input_names)):
         problems.append(f"graph input {name!r} is not in the card")
-    outputs = [o.name for o in session.get_outputs()]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
     if card.graph_output not in outputs:
-        problems.append(f"serving.output {card.graph_output!r} is not a graph output {outputs}")
+        problems.append(f"serving.output {card.graph_output!r} is not a graph output "
+                        f"{sorted(outputs)}")
+    elif card.graph_column is not None:
+        shape = outputs[card.graph_output]
+        width = shape[1] if len(shape) == 2 else 1
+        if isinstance(width, int) and card.graph_column >= width:
+            problems.append(f"serving.column {card.graph_column} is beyond the "
+                            f"{width} column(s) of {card.graph_output!r}")
     return problems
+
+
+def open_version(card: ModelCard, artifact: Path | bytes, *, threads: int = 1) -> LoadedModel:
+    """The one door through which a model version is opened, for the registry, ``verify``
+    and ``publish`` alike: the bytes must be the card's (sha256, size), the graph must load
+    and agree with the card, and the card's example must predict a finite score. Raises
+    ``VersionRejected`` with every reason."""
+    import onnxruntime as ort
+
+    data = artifact if isinstance(artifact, bytes) else None
+    size = len(data) if data is not None else artifact.stat().st_size  # type: ignore[union-attr]
+    digest = (hashlib.sha256(data).hexdigest() if data is not None
+              else sha256_file(artifact))  # type: ignore[arg-type]
+    if digest != card.sha256:
+        raise VersionRejected(["sha256 does not match the card"], integrity=True)
+    if size != card.artifact_bytes:
+        raise VersionRejected([f"size {size} != card's {card.artifact_bytes}"], integrity=True)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(data if data is not None else str(artifact),
+                                       sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise VersionRejected([f"graph does not load: {exc}"]) from exc
+    try:
+        model = LoadedModel(card, session)
+    except GraphMismatch as exc:
+        raise VersionRejected(str(exc).split("; ")) from exc
+    example = card.raw.get("example")
+    if example is not None:
+        try:
+            model.predict([example])
+        except Exception as exc:
+            why = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details) \
+                if isinstance(exc, ApiError) and exc.details else str(exc)
+            raise VersionRejected([f"the card's example does not predict: {why}"]) from exc
+    return model
 
 
 class LoadedModel:

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 from .cards import NAME_RE, CardError, ModelCard
 from .modelstore import ModelStore, ObjectNotFound
-from .registry import sha256_file
-from .runtime import graph_mismatches
+from .runtime import VersionRejected, open_version
 
 
 @dataclass
@@ -27,8 +26,7 @@ class VersionReport:
 
 
 def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
-    import onnxruntime as ort
-
+    """Open the version through the server's own door (``runtime.open_version``)."""
     report = VersionReport(name, version)
     try:
         card = ModelCard.parse(store.read_json(f"{name}/{version}/card.json"))
@@ -52,17 +50,10 @@ def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
     except ObjectNotFound:
         report.problems.append(f"{card.artifact_file} missing")
         return report
-    if path.stat().st_size != card.artifact_bytes:
-        report.problems.append(f"size {path.stat().st_size} != card's {card.artifact_bytes}")
-    if sha256_file(path) != card.sha256:
-        report.problems.append("sha256 does not match the card")
-        return report
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        report.problems.append(f"graph does not load: {exc}")
-        return report
-    report.problems += graph_mismatches(card, session)
+        open_version(card, path)
+    except VersionRejected as exc:
+        report.problems += exc.problems
     return report
 
 

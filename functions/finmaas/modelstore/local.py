@@ -23,7 +23,7 @@ class LocalModelStore(ModelStore):
         path = self._path(key)
         try:
             return path.read_bytes()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFound(f"{key} not found in {self.uri}") from exc
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
