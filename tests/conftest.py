@@ -98,6 +98,14 @@ def api_key(services) -> str:
     return make_tenant(services)
 
 
+def billed_units(services, tenant: str = "acme") -> int:
+    """Units in the tenant's rollups, all time: what the tenant will be invoiced for."""
+    from datetime import date
+
+    return sum(r.units for r in services.metering.daily_usage(tenant, date(2000, 1, 1),
+                                                              date(2100, 1, 1)))
+
+
 def example(model: str) -> dict:
     return json.loads((MODEL_STORE / model / "1" / "card.json").read_text())["example"]
 

@@ -8,16 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import example
+from tests.conftest import billed_units, example
 
 URL = "/v1/models/credit-risk/predict"
-
-
-def billed_units(services, tenant: str = "acme") -> int:
-    from datetime import date
-
-    return sum(r.units for r in services.metering.daily_usage(tenant, date(2000, 1, 1),
-                                                              date(2100, 1, 1)))
 
 
 def post(client, key, body=None, *, content=None, headers=None, url=URL):

@@ -12,8 +12,7 @@ from finmaas.api import create_app
 from finmaas.gateway import LocalGateway
 from finmaas.metering import MeteringUnavailable
 
-from tests.conftest import Clock, example, make_tenant
-from tests.test_api_errors import billed_units
+from tests.conftest import Clock, billed_units, example, make_tenant
 
 URL = "/v1/models/credit-risk/predict"
 
