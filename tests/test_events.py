@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from datetime import date
 
 import pytest
@@ -87,6 +88,41 @@ def test_docs_behind_the_stage_prefix_link_the_staged_openapi(handler):
              "requestContext": {**event["requestContext"], "path": "/prod/docs"}}
     response = handler(event, LambdaContext())
     assert response["statusCode"] == 200 and "/prod/openapi.json" in response["body"]
+
+
+def emf_lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith('{"_aws"')]
+
+
+@pytest.mark.parametrize("name", EVENT_FILES)
+def test_an_invocation_raises_no_warning(handler, name):
+    # Powertools' log_metrics warned "No application metrics to publish" on every
+    # invocation that added no metric to the batch: reads, and every error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handler(load_event(name), LambdaContext())
+
+
+def test_refusing_a_non_object_event_raises_no_warning(handler):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handler("not an event", LambdaContext())
+
+
+def test_cold_start_is_counted_once_and_predictions_are_published(handler, capsys):
+    handler(load_event("list-models.json"), LambdaContext())
+    handler(load_event("predict-credit-risk.json"), LambdaContext())
+    handler(load_event("list-models.json"), LambdaContext())
+    emf = emf_lines(capsys)
+    cold = [m for m in emf if "ColdStart" in m]
+    assert len(cold) == 1
+    assert cold[0]["function_name"] == "finmaas-inference" and cold[0]["service"] == "inference"
+    rows = [m for m in emf if "RowsPredicted" in m]
+    assert len(rows) == 1 and rows[0]["RowsPredicted"] == [1.0]
+    # Nothing else: no empty EMF blob for the invocations that measured nothing.
+    assert all(m["_aws"]["CloudWatchMetrics"][0]["Metrics"] for m in emf)
+    assert len(emf) == 2
 
 
 def test_errors_are_counted_by_code_in_emf(handler, capsys):

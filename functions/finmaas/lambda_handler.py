@@ -2,6 +2,11 @@
 Mangum. Built once per container at import; Mangum's lifespan is off (it would run on
 every invocation).
 
+Metrics are published by ``MetricsPublisher``, not Powertools' ``log_metrics`` decorator:
+the decorator warns "No application metrics to publish" on every invocation that measured
+nothing (reads, and every error, whose count goes out on its own EMF line), which is most
+of them. Publishing only a non-empty batch says the same to CloudWatch with no noise.
+
 The handler's edge accepts API Gateway REST API proxy events (payload format 1.0) only.
 Anything else is answered before Mangum, and so before any usage record, with a 400 in
 the API's error body: ``unsupported_event`` for an HTTP API (payload 2.0) or ALB event,
@@ -14,6 +19,7 @@ a miswired integration, so they are the caller's problem (4xx), counted by code 
 from __future__ import annotations
 
 import binascii
+import os
 from base64 import b64decode
 from typing import Any
 
@@ -120,6 +126,24 @@ def error_response(error: ApiError, request_id: str | None) -> dict[str, Any]:
             "body": orjson.dumps(error.body()).decode(), "isBase64Encoded": False}
 
 
+class MetricsPublisher:
+    """Ends each invocation's EMF batch: ``ColdStart`` on the container's first invocation
+    (as Powertools counts it: not under provisioned concurrency), then the invocation's
+    metrics if it added any. An empty batch is skipped quietly, not flushed with a warning.
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+        self.cold = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "provisioned-concurrency"
+
+    def __call__(self, context: Any) -> None:
+        if self.cold:
+            self.cold = False
+            self.metrics.provider.add_cold_start_metric(context=context)
+        if self.metrics.metric_set:
+            self.metrics.flush_metrics()
+
+
 class StagePrefix:
     """On API Gateway's default domain the public URL carries the stage (``/dev/docs``)
     but the event's path does not. Setting ``root_path`` from ``requestContext.path``
@@ -151,10 +175,16 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     asgi = Mangum(StagePrefix(create_app(services)), lifespan="off")
 
     telemetry = services.telemetry
+    publish_metrics = MetricsPublisher(metrics)
 
-    @metrics.log_metrics(capture_cold_start_metric=True)
     @logger.inject_lambda_context(log_event=False, clear_state=True)
     def handler(event: Any, context: Any) -> dict[str, Any]:
+        try:
+            return respond(event, context)
+        finally:
+            publish_metrics(context)
+
+    def respond(event: Any, context: Any) -> dict[str, Any]:
         problem = event_problem(event)
         if problem is not None:
             # Never log the event itself: its headers carry the caller's API key.
