@@ -194,10 +194,10 @@ def test_malformed_event_answers_invalid_event_and_bills_nothing(handler, case):
     assert response["headers"]["content-type"] == "application/json"
     error = json.loads(response["body"])["error"]
     assert error["code"] == "invalid_event" and error["message"] and error["details"]
-    request_id = (event.get("requestContext") or {}) if isinstance(
-        event.get("requestContext"), dict) else {}
-    if isinstance(request_id.get("requestId"), str) and request_id["requestId"]:
-        assert response["headers"]["x-request-id"] == request_id["requestId"]
+    ctx = event.get("requestContext")
+    request_id = ctx.get("requestId") if isinstance(ctx, dict) else None
+    if isinstance(request_id, str) and request_id:
+        assert response["headers"]["x-request-id"] == request_id
     else:
         assert "x-request-id" not in response["headers"]
     assert metered(handler) == []
