@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
+from datetime import date
 
 import pytest
 from finmaas.cli_ops import load_function
@@ -12,6 +15,8 @@ from tests.conftest import EVENTS, LambdaContext, load_event
 
 MANIFEST = json.loads((EVENTS / "manifest.json").read_text())
 EVENT_FILES = sorted(p.name for p in EVENTS.glob("*.json") if p.name != "manifest.json")
+# Events API Gateway's REST API would send; the others are malformed on purpose.
+REST_EVENTS = [name for name in EVENT_FILES if not MANIFEST[name].get("malformed_event")]
 
 
 @pytest.fixture
@@ -31,12 +36,17 @@ def test_every_event_is_described_in_the_manifest():
 
 
 def test_every_route_has_an_event():
-    routes = {(load_event(f)["httpMethod"], load_event(f)["resource"]) for f in EVENT_FILES}
+    routes = {(load_event(f)["httpMethod"], load_event(f)["resource"]) for f in REST_EVENTS}
     for route in [("GET", "/health"), ("GET", "/v1/models"), ("GET", "/v1/models/{name}"),
                   ("POST", "/v1/models/{name}/predict"),
                   ("POST", "/v1/models/{name}/versions/{version}/predict"),
                   ("GET", "/v1/usage"), ("GET", "/v1/invoices/{month}")]:
         assert route in routes
+
+
+def metered(handler) -> list:
+    """Every usage rollup of the events' tenant: empty when nothing was billed."""
+    return handler.services.metering.daily_usage("demo", date(2000, 1, 1), date(2100, 1, 1))
 
 
 @pytest.mark.parametrize("name", EVENT_FILES)
@@ -47,6 +57,10 @@ def test_event_replays_with_expected_status(handler, name):
     body = json.loads(response["body"])
     if expected >= 400:
         assert set(body["error"]) == {"code", "message", "details"}
+        assert response["headers"]["content-type"] == "application/json"
+        assert metered(handler) == []
+    if "expect_code" in MANIFEST[name]:
+        assert body["error"]["code"] == MANIFEST[name]["expect_code"]
 
 
 def test_replaying_the_same_event_bills_once(handler):
@@ -61,7 +75,7 @@ def test_replaying_the_same_event_bills_once(handler):
 
 
 def test_events_are_sam_compatible_rest_proxy_events():
-    for name in EVENT_FILES:
+    for name in REST_EVENTS:
         event = load_event(name)
         assert event["requestContext"]["requestId"] and event["httpMethod"]
         assert "resource" in event and "isBase64Encoded" in event
@@ -76,6 +90,41 @@ def test_docs_behind_the_stage_prefix_link_the_staged_openapi(handler):
     assert response["statusCode"] == 200 and "/prod/openapi.json" in response["body"]
 
 
+def emf_lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith('{"_aws"')]
+
+
+@pytest.mark.parametrize("name", EVENT_FILES)
+def test_an_invocation_raises_no_warning(handler, name):
+    # Powertools' log_metrics warned "No application metrics to publish" on every
+    # invocation that added no metric to the batch: reads, and every error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handler(load_event(name), LambdaContext())
+
+
+def test_refusing_a_non_object_event_raises_no_warning(handler):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handler("not an event", LambdaContext())
+
+
+def test_cold_start_is_counted_once_and_predictions_are_published(handler, capsys):
+    handler(load_event("list-models.json"), LambdaContext())
+    handler(load_event("predict-credit-risk.json"), LambdaContext())
+    handler(load_event("list-models.json"), LambdaContext())
+    emf = emf_lines(capsys)
+    cold = [m for m in emf if "ColdStart" in m]
+    assert len(cold) == 1
+    assert cold[0]["function_name"] == "finmaas-inference" and cold[0]["service"] == "inference"
+    rows = [m for m in emf if "RowsPredicted" in m]
+    assert len(rows) == 1 and rows[0]["RowsPredicted"] == [1.0]
+    # Nothing else: no empty EMF blob for the invocations that measured nothing.
+    assert all(m["_aws"]["CloudWatchMetrics"][0]["Metrics"] for m in emf)
+    assert len(emf) == 2
+
+
 def test_errors_are_counted_by_code_in_emf(handler, capsys):
     handler(load_event("bad-unknown-model.json"), LambdaContext())
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines()
@@ -84,3 +133,123 @@ def test_errors_are_counted_by_code_in_emf(handler, capsys):
     assert errors and errors[0]["code"] == "model_not_found"
     assert ["service", "code"] in [sorted(d, reverse=True) for d in
                                    errors[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]
+
+
+# -- the handler's edge: events that are not REST API proxy events ------------------------
+def predict_event() -> dict:
+    return copy.deepcopy(load_event("predict-credit-risk.json"))
+
+
+def _set(path: str, value: object):
+    def change(event: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            event = event[key]
+        event[last] = value
+    return change
+
+
+def _drop(path: str):
+    def change(event: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            event = event[key]
+        del event[last]
+    return change
+
+
+MALFORMED = {
+    "no requestContext": _drop("requestContext"),
+    "null requestContext": _set("requestContext", None),
+    "requestContext a string": _set("requestContext", "ctx"),
+    "no identity": _drop("requestContext.identity"),
+    "null identity": _set("requestContext.identity", None),
+    "apiKeyId a list": _set("requestContext.identity.apiKeyId", ["evtdemokey"]),
+    "apiKeyId a number": _set("requestContext.identity.apiKeyId", 7),
+    "apiKeyId an object": _set("requestContext.identity.apiKeyId", {"id": "evtdemokey"}),
+    "no requestId": _drop("requestContext.requestId"),
+    "empty requestId": _set("requestContext.requestId", ""),
+    "requestId a number": _set("requestContext.requestId", 5),
+    "no httpMethod": _drop("httpMethod"),
+    "httpMethod a number": _set("httpMethod", 1),
+    "no path": _drop("path"),
+    "no resource": _drop("resource"),
+    "headers a list": _set("headers", ["Accept"]),
+    "header value a number": _set("headers.Accept", 5),
+    "multiValueHeaders value a string": _set("multiValueHeaders.Accept", "application/json"),
+    "query parameters a list": _set("queryStringParameters", ["a"]),
+    "body an object": _set("body", {"instances": []}),
+    "isBase64Encoded a string": _set("isBase64Encoded", "yes"),
+    "body not base64": lambda e: e.update(isBase64Encoded=True, body="{not base64}"),
+    "body base64 with bad padding": lambda e: e.update(isBase64Encoded=True, body="abc"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_event_answers_invalid_event_and_bills_nothing(handler, case):
+    event = predict_event()
+    MALFORMED[case](event)
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 400, response["body"]
+    assert response["headers"]["content-type"] == "application/json"
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "invalid_event" and error["message"] and error["details"]
+    ctx = event.get("requestContext")
+    request_id = ctx.get("requestId") if isinstance(ctx, dict) else None
+    if isinstance(request_id, str) and request_id:
+        assert response["headers"]["x-request-id"] == request_id
+    else:
+        assert "x-request-id" not in response["headers"]
+    assert metered(handler) == []
+
+
+@pytest.mark.parametrize("event", [None, 5, "garbage", [], ["a", 1], True, 1.5],
+                         ids=repr)
+def test_an_event_that_is_not_an_object_does_not_crash_the_handler(handler, event):
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "invalid_event"
+    assert response["headers"] == {"content-type": "application/json"}
+
+
+def test_an_http_api_v2_event_is_refused_with_a_clear_error(handler):
+    event = load_event("bad-event-http-api-v2.json")
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 400
+    error = json.loads(response["body"])["error"]
+    assert error["code"] == "unsupported_event" and "REST API" in error["message"]
+    assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
+    assert metered(handler) == []
+
+
+@pytest.mark.parametrize("key_id", [None, ""], ids=["null", "empty"])
+def test_no_api_key_id_on_a_keyed_route_is_still_the_apps_401(handler, key_id):
+    event = predict_event()
+    event["requestContext"]["identity"]["apiKeyId"] = key_id
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"])["error"]["code"] == "missing_api_key"
+
+
+def test_a_valid_base64_body_still_predicts(handler):
+    import base64
+
+    event = predict_event()
+    event.update(isBase64Encoded=True, body=base64.b64encode(event["body"].encode()).decode())
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 200, response["body"]
+    assert len(metered(handler)) == 1
+
+
+def test_an_adapter_failure_is_a_json_500_not_a_crash(handler, monkeypatch):
+    from mangum import Mangum
+
+    def broken(self, event, context):
+        raise RuntimeError("adapter bug")
+
+    monkeypatch.setattr(Mangum, "__call__", broken)
+    event = load_event("list-models.json")
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["error"]["code"] == "internal_error"
+    assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]

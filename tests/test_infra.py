@@ -239,3 +239,73 @@ def test_function_has_the_stable_logical_id_sam_users_pass(template):
     functions = template.find_resources("AWS::Lambda::Function",
                                         {"Properties": {"Handler": "inference/handler.handler"}})
     assert list(functions) == ["InferenceFunction"]
+
+
+# -- API Gateway's own answers (gateway responses) --------------------------------------
+# response type -> (status it answers with, error code); None keeps API Gateway's status.
+GATEWAY_ERRORS = {
+    "INVALID_API_KEY": ("401", "invalid_api_key"),
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "route_not_found"),
+    "RESOURCE_NOT_FOUND": ("404", "route_not_found"),
+    "THROTTLED": ("429", "rate_limited"),
+    "QUOTA_EXCEEDED": ("429", "quota_exceeded"),
+    "REQUEST_TOO_LARGE": ("413", "body_too_large"),
+    "INTEGRATION_TIMEOUT": ("504", "upstream_timeout"),
+    "DEFAULT_4XX": (None, "request_rejected"),
+    "DEFAULT_5XX": (None, "gateway_error"),
+}
+
+
+def rendered(template_text: str) -> dict:
+    """A gateway response template as a client receives it: API Gateway substitutes
+    ``$context`` variables (``messageString`` comes already quoted)."""
+    import re
+
+    text = template_text.replace("$context.error.messageString", '"Forbidden"')
+    return json.loads(re.sub(r"\$context\.[A-Za-z.]+", "x", text))
+
+
+@pytest.mark.parametrize(("response_type", "status", "code"),
+                         [(t, s, c) for t, (s, c) in GATEWAY_ERRORS.items()])
+def test_gateway_responses_answer_the_api_error_body(template, response_type, status, code):
+    body = Capture()
+    template.has_resource_properties("AWS::ApiGateway::GatewayResponse", {
+        "ResponseType": response_type,
+        "StatusCode": status if status else Match.absent(),
+        "ResponseParameters": Match.object_like({
+            "gatewayresponse.header.content-type": "'application/json'",
+            "gatewayresponse.header.x-request-id": "context.requestId",
+        }),
+        "ResponseTemplates": {"application/json": body},
+    })
+    error = rendered(body.as_string())["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["code"] == code and error["message"] and error["details"] == []
+
+
+def test_throttling_tells_the_client_when_to_retry(template):
+    template.has_resource_properties("AWS::ApiGateway::GatewayResponse", {
+        "ResponseType": "THROTTLED",
+        "ResponseParameters": Match.object_like({"gatewayresponse.header.Retry-After": "'1'"}),
+    })
+
+
+def test_quota_exceeded_says_when_the_quota_resets(template):
+    # A static header cannot count the seconds to the next month, so the message says it.
+    body = Capture()
+    template.has_resource_properties("AWS::ApiGateway::GatewayResponse", {
+        "ResponseType": "QUOTA_EXCEEDED",
+        "ResponseParameters": Match.not_(Match.object_like(
+            {"gatewayresponse.header.Retry-After": Match.any_value()})),
+        "ResponseTemplates": {"application/json": body},
+    })
+    assert "month" in rendered(body.as_string())["error"]["message"]
+
+
+def test_every_gateway_response_is_json_with_a_request_id(template):
+    responses = template.find_resources("AWS::ApiGateway::GatewayResponse")
+    assert {r["Properties"]["ResponseType"] for r in responses.values()} == set(GATEWAY_ERRORS)
+    for resource in responses.values():
+        props = resource["Properties"]
+        assert list(props["ResponseTemplates"]) == ["application/json"]
+        assert set(rendered(props["ResponseTemplates"]["application/json"])) == {"error"}

@@ -1,12 +1,147 @@
 """Builds a Lambda handler around the app: Powertools logger and EMF metrics around
 Mangum. Built once per container at import; Mangum's lifespan is off (it would run on
-every invocation)."""
+every invocation).
+
+Metrics are published by ``MetricsPublisher``, not Powertools' ``log_metrics`` decorator:
+the decorator warns "No application metrics to publish" on every invocation that measured
+nothing (reads, and every error, whose count goes out on its own EMF line), which is most
+of them. Publishing only a non-empty batch says the same to CloudWatch with no noise.
+
+The handler's edge accepts API Gateway REST API proxy events (payload format 1.0) only.
+Anything else is answered before Mangum, and so before any usage record, with a 400 in
+the API's error body: ``unsupported_event`` for an HTTP API (payload 2.0) or ALB event,
+``invalid_event`` for an event missing or mistyping a field the app reads. Through the
+REST API a client cannot produce either; they come from direct invokes, test harnesses or
+a miswired integration, so they are the caller's problem (4xx), counted by code in the
+``ClientErrors`` metric, not a server fault that pages anyone.
+"""
 
 from __future__ import annotations
 
+import binascii
+import os
+from base64 import b64decode
 from typing import Any
 
+import orjson
+
 from .config import Settings
+from .errors import ApiError, BadRequest
+
+REST_API_ONLY = ("only API Gateway REST API proxy events (payload format 1.0) are supported: "
+                 "put the function behind the REST API that infra/ deploys")
+
+
+def _other_event_kind(event: dict[str, Any]) -> str | None:
+    """What the event is, if it is a well-known event that is not a REST proxy event."""
+    ctx = event.get("requestContext")
+    if isinstance(ctx, dict) and "elb" in ctx:
+        return "an Application Load Balancer event"
+    if event.get("version") == "2.0" or (isinstance(ctx, dict) and "http" in ctx):
+        return "an HTTP API or function URL event (payload format 2.0)"
+    return None
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _field_problems(event: dict[str, Any]) -> list[dict[str, str]]:
+    """The fields Mangum or the app read that are missing or of the wrong type. A field
+    they never read may be anything."""
+    problems: list[dict[str, str]] = []
+
+    def bad(field: str, value: Any, message: str) -> None:
+        problems.append({"field": field, "code": "missing" if value is None else "wrong_type",
+                         "message": message})
+
+    for field in ("resource", "httpMethod", "path"):
+        if not isinstance(event.get(field), str) or not event[field]:
+            bad(field, event.get(field), "must be a non-empty string")
+    ctx = event.get("requestContext")
+    if not isinstance(ctx, dict):
+        bad("requestContext", ctx, "must be an object")
+    else:
+        request_id, identity = ctx.get("requestId"), ctx.get("identity")
+        if not isinstance(request_id, str) or not request_id:
+            bad("requestContext.requestId", request_id, "must be a non-empty string")
+        if not isinstance(identity, dict):
+            bad("requestContext.identity", identity, "must be an object")
+        elif not isinstance(identity.get("apiKeyId"), str | None):
+            bad("requestContext.identity.apiKeyId", identity["apiKeyId"],
+                "must be a string or null")
+    for field, valid, message in (
+        ("headers", lambda v: isinstance(v, str), "must be null or an object of strings"),
+        ("multiValueHeaders", _is_str_list, "must be null or an object of lists of strings"),
+        ("queryStringParameters", lambda v: True, "must be null or an object"),
+        ("multiValueQueryStringParameters", lambda v: True, "must be null or an object"),
+    ):
+        value = event.get(field)
+        if value is not None and not (isinstance(value, dict)
+                                      and all(valid(v) for v in value.values())):
+            bad(field, value, message)
+    body, encoded = event.get("body"), event.get("isBase64Encoded", False)
+    if not isinstance(body, str | None):
+        bad("body", body, "must be a string or null")
+    if not isinstance(encoded, bool):
+        bad("isBase64Encoded", encoded, "must be true or false")
+    elif encoded and isinstance(body, str):
+        try:
+            b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            problems.append({"field": "body", "code": "not_base64",
+                             "message": "isBase64Encoded is true but the body is not base64"})
+    return problems
+
+
+def event_problem(event: Any) -> ApiError | None:
+    """Why ``event`` is not a REST API proxy event the app can serve, or None."""
+    if not isinstance(event, dict):
+        return BadRequest(f"the Lambda event is not a JSON object; {REST_API_ONLY}",
+                          code="invalid_event",
+                          details=[{"field": "", "code": "wrong_type",
+                                    "message": "must be an object"}])
+    kind = _other_event_kind(event)
+    if kind:
+        return BadRequest(f"this is {kind}; {REST_API_ONLY}", code="unsupported_event")
+    problems = _field_problems(event)
+    if problems:
+        return BadRequest(f"the Lambda event is not a valid REST API proxy event; "
+                          f"{REST_API_ONLY}", code="invalid_event", details=problems)
+    return None
+
+
+def event_request_id(event: Any) -> str | None:
+    ctx = event.get("requestContext") if isinstance(event, dict) else None
+    request_id = ctx.get("requestId") if isinstance(ctx, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def error_response(error: ApiError, request_id: str | None) -> dict[str, Any]:
+    """An API Gateway proxy response (valid for payload 1.0 and 2.0) with the error body."""
+    headers = {"content-type": "application/json", **error.headers}
+    if request_id:
+        headers["x-request-id"] = request_id
+    return {"statusCode": error.status, "headers": headers,
+            "body": orjson.dumps(error.body()).decode(), "isBase64Encoded": False}
+
+
+class MetricsPublisher:
+    """Ends each invocation's EMF batch: ``ColdStart`` on the container's first invocation
+    (as Powertools counts it: not under provisioned concurrency), then the invocation's
+    metrics if it added any. An empty batch is skipped quietly, not flushed with a warning.
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        self.metrics = metrics
+        self.cold = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != "provisioned-concurrency"
+
+    def __call__(self, context: Any) -> None:
+        if self.cold:
+            self.cold = False
+            self.metrics.provider.add_cold_start_metric(context=context)
+        if self.metrics.metric_set:
+            self.metrics.flush_metrics()
 
 
 class StagePrefix:
@@ -39,10 +174,34 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
                                   telemetry=PowertoolsTelemetry(metrics))
     asgi = Mangum(StagePrefix(create_app(services)), lifespan="off")
 
-    @metrics.log_metrics(capture_cold_start_metric=True)
+    telemetry = services.telemetry
+    publish_metrics = MetricsPublisher(metrics)
+
     @logger.inject_lambda_context(log_event=False, clear_state=True)
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        return asgi(event, context)
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        try:
+            return respond(event, context)
+        finally:
+            publish_metrics(context)
+
+    def respond(event: Any, context: Any) -> dict[str, Any]:
+        problem = event_problem(event)
+        if problem is not None:
+            # Never log the event itself: its headers carry the caller's API key.
+            logger.warning("refused a Lambda event", code=problem.code,
+                           problems=problem.details)
+            telemetry.error(problem.code, problem.status)
+            return error_response(problem, event_request_id(event))
+        try:
+            return asgi(event, context)
+        except Exception:
+            # Mangum runs the app and answers its errors itself; what escapes is the adapter
+            # failing on an event that passed the checks above: our fault, so a 500.
+            logger.exception("the Lambda adapter failed")
+            error = ApiError("internal error; it has been logged", status=500,
+                             code="internal_error")
+            telemetry.error(error.code, error.status)
+            return error_response(error, event_request_id(event))
 
     handler.services = services  # type: ignore[attr-defined]
     return handler

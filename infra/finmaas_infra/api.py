@@ -1,7 +1,11 @@
 """The inference function and the REST API in front of it, with one usage plan per plan
-in ``functions/finmaas/plans.json``."""
+in ``functions/finmaas/plans.json``, and API Gateway's own error answers shaped like the
+function's."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
@@ -19,6 +23,59 @@ SAM_FUNCTION_ID = "InferenceFunction"
 RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
              30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 180: "SIX_MONTHS",
              365: "ONE_YEAR", 731: "TWO_YEARS", 1827: "FIVE_YEARS", 3653: "TEN_YEARS"}
+
+
+@dataclass(frozen=True)
+class GatewayError:
+    """An answer API Gateway gives without calling the function, in the API's error body.
+
+    ``status`` None keeps API Gateway's own status (the DEFAULT_4XX/5XX fallbacks cover
+    several response types with different statuses). ``message`` None passes API
+    Gateway's own message (``$context.error.messageString``, which comes JSON-quoted).
+    """
+
+    type: apigw.ResponseType
+    status: str | None
+    code: str
+    message: str | None
+    retry_after: str | None = None
+
+    def template(self) -> str:
+        message = json.dumps(self.message) if self.message else "$context.error.messageString"
+        code = json.dumps(self.code)
+        return f'{{"error":{{"code":{code},"message":{message},"details":[]}}}}'
+
+    def headers(self) -> dict[str, str]:
+        # Values are mapping expressions: static values in single quotes.
+        headers = {"content-type": "'application/json'", "x-request-id": "context.requestId"}
+        if self.retry_after:
+            headers["Retry-After"] = f"'{self.retry_after}'"
+        return headers
+
+
+# API Gateway cannot tell a missing x-api-key from a wrong one (both are INVALID_API_KEY),
+# so both answer invalid_api_key. QUOTA_EXCEEDED has no Retry-After: a static header
+# cannot count the seconds to the next month, so the message says when the quota resets.
+GATEWAY_ERRORS = (
+    GatewayError(apigw.ResponseType.INVALID_API_KEY, "401", "invalid_api_key",
+                 "missing or invalid API key: send a valid key in the x-api-key header"),
+    GatewayError(apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "404", "route_not_found",
+                 "no such route: check the method and the path"),
+    GatewayError(apigw.ResponseType.RESOURCE_NOT_FOUND, "404", "route_not_found",
+                 "no such route: check the method and the path"),
+    GatewayError(apigw.ResponseType.THROTTLED, "429", "rate_limited",
+                 "rate limit exceeded: retry after the seconds in Retry-After",
+                 retry_after="1"),
+    GatewayError(apigw.ResponseType.QUOTA_EXCEEDED, "429", "quota_exceeded",
+                 "the monthly request quota of your plan is used up; it resets on the first "
+                 "day of next month (UTC)"),
+    GatewayError(apigw.ResponseType.REQUEST_TOO_LARGE, "413", "body_too_large",
+                 "the request is larger than API Gateway accepts (10 MB)"),
+    GatewayError(apigw.ResponseType.INTEGRATION_TIMEOUT, "504", "upstream_timeout",
+                 "the prediction service did not answer in time; retry"),
+    GatewayError(apigw.ResponseType.DEFAULT_4_XX, None, "request_rejected", None),
+    GatewayError(apigw.ResponseType.DEFAULT_5_XX, None, "gateway_error", None),
+)
 
 
 def retention(days: int) -> logs.RetentionDays:
@@ -112,6 +169,11 @@ class InferenceApi(Construct):
         for path in OPEN_PATHS:
             self.api.root.add_resource(path).add_method(
                 "GET", integration, api_key_required=False)
+        for error in GATEWAY_ERRORS:
+            self.api.add_gateway_response(
+                f"Gateway{error.type.response_type}", type=error.type,
+                status_code=error.status, response_headers=error.headers(),
+                templates={"application/json": error.template()})
         v1 = self.api.root.add_resource("v1")
         v1.add_proxy(default_integration=integration, any_method=True,
                      default_method_options=apigw.MethodOptions(api_key_required=True))
