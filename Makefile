@@ -9,10 +9,12 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 # The resolved dependency sets, with hashes: a fresh machine installs what CI tested.
 # After editing pyproject.toml's dependencies run `make lock` and commit both files.
-SERVE_LOCK := requirements-serve.lock
-DEV_LOCK   := requirements-dev.lock
-UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
-              --generate-hashes --quiet
+SERVE_LOCK  := requirements-serve.lock
+DEV_LOCK    := requirements-dev.lock
+LAMBDA_LOCK := requirements-lambda.lock
+# One version of each package for every Python from 3.11 (these machines) to 3.12 (Lambda).
+UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+               --fork-strategy fewest --generate-hashes --quiet
 
 .PHONY: serve test lint bench models verify synth deploy lock clean
 
@@ -33,12 +35,14 @@ $(VENV)/.dev-deps: $(DEV_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-# Re-resolve both sets for Python 3.11+ on any platform (uv's universal resolution); the
-# serving set is constrained by the dev set, so one venv may hold both.
+# Re-resolve the sets for Python 3.11+ on any platform (uv's universal resolution). The
+# serving set and the Lambda bundle's set are constrained by the dev set: what runs is
+# what the suite tested.
 lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv
 	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
 	$(UV_COMPILE) --extra local -c $(DEV_LOCK) -o $(SERVE_LOCK)
+	$(UV_COMPILE) -c $(DEV_LOCK) -o $(LAMBDA_LOCK)
 
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)

@@ -1,6 +1,7 @@
 """Docker-free Lambda bundling: ``pip install --platform ... --only-binary=:all:`` of the
-project's runtime dependencies for the function's architecture and CPython 3.12, plus
-the function code, with everything Lambda never imports pruned away.
+project's runtime dependencies, as pinned with hashes in ``requirements-lambda.lock``, for
+the function's architecture and CPython 3.12, plus the function code, with everything
+Lambda never imports pruned away.
 
 Wheels are installed once per (requirements, platform) into a cache under
 ``.maas/bundle-cache`` and copied from there, and the asset hash is computed from the
@@ -14,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -45,15 +45,19 @@ PRUNE_SUFFIXES = (".pyi", ".pyc")  # pip's .pyc are for the building interpreter
 CODE_EXCLUDES = {"__pycache__"}
 
 
-def runtime_requirements() -> list[str]:
-    """The Lambda runtime's dependencies are pyproject's base dependencies, nothing else."""
-    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return list(doc["project"]["dependencies"])
+LAMBDA_LOCK = REPO / "requirements-lambda.lock"
+
+
+def runtime_lock() -> str:
+    """pyproject's base dependencies (what runs in Lambda, nothing else) resolved, pinned
+    and hashed by ``make lock``: the bundle installs exactly the versions the suite
+    tested, whatever is newest on the day of a deploy."""
+    return LAMBDA_LOCK.read_text()
 
 
 def source_hash(architecture: str, python_version: str = PYTHON_VERSION) -> str:
     h = hashlib.sha256(f"{architecture}|{python_version}|".encode())
-    h.update("\n".join(runtime_requirements()).encode())
+    h.update(runtime_lock().encode())
     for path in sorted(FUNCTIONS.rglob("*")):
         if path.is_file() and not CODE_EXCLUDES & set(path.parts):
             h.update(str(path.relative_to(FUNCTIONS)).encode())
@@ -108,7 +112,7 @@ def install_dependencies(target: Path, platforms: list[str] | None, python_versi
     """Install (or reuse) the pruned dependency tree for one platform; returns its path."""
     compiled = bytecode_compiler(python_version) is not None
     key = hashlib.sha256(
-        f"{platforms}|{python_version}|{compiled}|{runtime_requirements()}".encode()
+        f"{platforms}|{python_version}|{compiled}|{runtime_lock()}".encode()
     ).hexdigest()[:16]
     cached = cache_root / key
     if not (cached / ".complete").exists():
@@ -120,7 +124,7 @@ def install_dependencies(target: Path, platforms: list[str] | None, python_versi
                "--python-version", python_version]
         for platform in platforms or []:
             cmd += ["--platform", platform]
-        cmd += runtime_requirements()
+        cmd += ["--no-deps", "--require-hashes", "-r", str(LAMBDA_LOCK)]
         subprocess.run(cmd, check=True)
         _prune(staging)
         compile_bytecode(staging, python_version)
