@@ -11,6 +11,7 @@ Gateway's stage prefix a client generated from ``/prod/openapi.json`` calls ``/p
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -391,7 +392,7 @@ def build_document(app: FastAPI, cards: list[ModelCard], max_instances: int
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, replaced
         schemas.pop(unused, None)
-    schemas.update(SCHEMAS)
+    schemas.update(copy.deepcopy(SCHEMAS))  # the document is handed out; keep these intact
     for card in cards:
         schemas[schema_name(card.name)] = instance_schema(card)
     schemas["PredictRequest"] = predict_request(cards, max_instances)
