@@ -1,32 +1,74 @@
-"""The OpenAPI document, with each model's request schema built from its card so
-``/docs`` shows what every model takes."""
+"""The OpenAPI document: every body a route sends or takes is a named component schema,
+every status it can answer is listed, and each model's instance schema is built from its
+card, so a generated client is typed end to end and ``/docs`` shows what every model takes.
+
+The document is built once per catalogue state (which models are served, at which
+production version) and served as ready bytes: ``/openapi.json`` is public and building
+it costs milliseconds. A model that appears in the store shows up once the registry's
+alias TTL has passed. ``servers`` follows the request's ``root_path``, so behind API
+Gateway's stage prefix a client generated from ``/prod/openapi.json`` calls ``/prod/v1``.
+"""
 
 from __future__ import annotations
 
+import copy
+import threading
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from ..cards import ModelCard
+from ..cards import INPUT_TYPES, NAME_RE, REQUIRED_KEYS, TASKS, VERSION_RE, InputSpec, ModelCard
 from ..registry import ModelRegistry
+from ..runtime import FLOAT32_MAX
 
 PREDICT_PATHS = ("/v1/models/{name}/predict", "/v1/models/{name}/versions/{version}/predict")
+DEFAULT_MAX_INSTANCES = 1000
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# format_usd: an exact decimal with no exponent and no trailing zeros ("0.0005", "12", "0").
+USD_PATTERN = r"^[0-9]+(\.[0-9]*[1-9])?$"
+CENTS_PATTERN = r"^[0-9]+\.[0-9]{2}$"
+DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def schema_name(model: str) -> str:
     return "".join(p.capitalize() for p in model.split("-")) + "Instance"
 
 
+def field_schema(spec: InputSpec) -> dict[str, Any]:
+    """A card field's schema; numbers also get the float32 range, the widest a graph
+    computing in float32 accepts (the server answers 422 ``out_of_range`` beyond it)."""
+    schema = spec.json_schema()
+    if spec.type != "category":
+        lo = -FLOAT32_MAX if spec.minimum is None else max(spec.minimum, -FLOAT32_MAX)
+        hi = FLOAT32_MAX if spec.maximum is None else min(spec.maximum, FLOAT32_MAX)
+        schema["minimum"], schema["maximum"] = lo, hi
+    return schema
+
+
 def instance_schema(card: ModelCard) -> dict[str, Any]:
-    return {
+    """Closed (``additionalProperties: false``): a typo such as ``incomee`` is an error in
+    a generated client and a 422 ``unknown_field`` from the server, never a dropped value."""
+    schema: dict[str, Any] = {
         "title": schema_name(card.name),
         "description": f"{card.name} v{card.version}: {card.description}",
         "type": "object",
         "additionalProperties": False,
-        "required": [i.name for i in card.inputs if i.required],
-        "properties": {i.name: i.json_schema() for i in card.inputs},
+        "properties": {spec.name: field_schema(spec) for spec in card.inputs},
     }
+    required = [i.name for i in card.inputs if i.required]
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def example_instance(card: ModelCard) -> dict[str, Any]:
@@ -42,51 +84,276 @@ def example_instance(card: ModelCard) -> dict[str, Any]:
     return out
 
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {"error": {"type": "object", "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object"}}}}},
+# -- component schemas: the exact bodies app.py, billing.py and service.py produce ------
+def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra: Any
+         ) -> dict[str, Any]:
+    """An object schema; every listed property is required unless ``required`` says."""
+    return {"type": "object", "required": list(properties) if required is None else required,
+            "properties": properties, **extra}
+
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+COUNT = {"type": "integer", "minimum": 0}
+USD = {"type": "string", "pattern": USD_PATTERN,
+       "description": "exact decimal US dollars, no exponent (e.g. \"0.0005\")"}
+DATE = {"type": "string", "format": "date"}
+MODEL_NAME = {"type": "string", "pattern": NAME_RE.pattern}
+VERSION = {"type": "string", "pattern": VERSION_RE.pattern}
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "ErrorResponse": _obj({"error": ref("Error")}, description=(
+        "Every error on /v1, from the app or the gateway in front of it")),
+    "Error": _obj({
+        "code": {**STRING, "description": "stable, machine-readable (e.g. model_not_found)"},
+        "message": {**STRING, "description": "for people; may change"},
+        "details": {"type": "array", "items": ref("ErrorDetail"),
+                    "description": "one entry per problem; empty when there is one"},
+    }),
+    "ErrorDetail": _obj({
+        "instance": {**COUNT, "description": "index of the instance in the batch"},
+        "field": {**NULLABLE_STRING, "description": "the field (or body/query parameter)"},
+        "code": {**STRING, "description": "e.g. missing, unknown_field, out_of_range"},
+        "message": STRING,
+    }, required=["code"]),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "version": STRING}),
+    "Aliases": {"type": "object", "additionalProperties": STRING,
+                "description": "alias (production, staging, ...) -> version"},
+    "CatalogueEntry": _obj({
+        "name": MODEL_NAME,
+        "task": {"type": "string", "enum": list(TASKS)},
+        "description": STRING,
+        "versions": {"type": "array", "items": VERSION},
+        "aliases": ref("Aliases"),
+        "default_version": {**VERSION, "description": "the version production points at"},
+        "pricing": ref("CataloguePricing"),
+    }),
+    "CataloguePricing": _obj({
+        "usd_per_1k_predictions": {**STRING, "description": "exact decimal"},
+        "currency": {"type": "string", "enum": ["USD"]},
+    }),
+    "Catalogue": _obj({"models": {"type": "array", "items": ref("CatalogueEntry")}}),
+    "ModelCard": _obj({
+        "name": MODEL_NAME,
+        "version": VERSION,
+        "task": {"type": "string", "enum": list(TASKS)},
+        "description": STRING,
+        "intended_use": STRING,
+        "limitations": STRING,
+        "inputs": {"type": "array", "items": ref("CardInput"), "minItems": 1},
+        "outputs": {"type": "array", "items": ref("CardOutput"), "minItems": 1},
+        "missing_values": STRING,
+        "example": {"type": "object", "description": "one valid instance"},
+        "metrics": ref("CardMetrics"),
+        "training_data": {"type": "object", "description": "source dataset, rows, dates"},
+        "artifact": ref("CardArtifact"),
+        "pricing": ref("CardPricing"),
+        "serving": ref("CardServing"),
+        "aliases": ref("Aliases"),
+    }, required=[*REQUIRED_KEYS, "aliases"], description=(
+        "The model card of one version, plus the model's aliases. Cards may carry more "
+        "keys (model, parity, fairness, ...).")),
+    "CardInput": _obj({
+        "name": STRING,
+        "type": {"type": "string", "enum": list(INPUT_TYPES)},
+        "required": {"type": "boolean"},
+        "description": STRING,
+        "categories": {"type": "array", "items": STRING},
+        "unknown_category": {"type": "string", "enum": ["reject", "ignore"]},
+        "unit": STRING,
+        "minimum": {"type": "number"},
+        "maximum": {"type": "number"},
+    }, required=["name", "type", "required"]),
+    "CardOutput": _obj({
+        "name": STRING,
+        "type": STRING,
+        "description": STRING,
+        "unit": STRING,
+        "event": STRING,
+        "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    }, required=["name"]),
+    "CardMetrics": _obj({
+        "holdout": {"type": ["object", "string"], "description": "the split and row count"},
+    }, description="holdout metrics: roc_auc, brier, ... or r2, rmse"),
+    "CardArtifact": _obj({
+        "file": STRING,
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "bytes": {"type": "integer", "minimum": 1},
+    }, required=["sha256", "bytes"]),
+    "CardPricing": _obj({
+        "usd_per_1k_predictions": {**STRING, "description": "exact decimal"},
+        "usd_per_1k_explanations": {**STRING, "description": "exact decimal"},
+        "usd_per_1k_tokens": {**STRING, "description": "exact decimal"},
+    }, required=["usd_per_1k_predictions"]),
+    "CardServing": _obj({
+        "output": {**STRING, "description": "the ONNX output read"},
+        "column": {"type": ["integer", "null"]},
+    }, required=["output"]),
+    "PredictResponse": _obj({
+        "model": MODEL_NAME,
+        "version": VERSION,
+        "request_id": {**STRING, "description": "also the x-request-id header"},
+        "predictions": {"type": "array", "items": {"anyOf": [
+            ref("ClassifierPrediction"), ref("RegressionPrediction")]},
+            "description": "one per instance, in order"},
+        "output": ref("PredictionOutput"),
+        "usage": ref("PredictionUsage"),
+    }),
+    "ClassifierPrediction": _obj({
+        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "event": {**NULLABLE_STRING, "description": "what the probability is of (default, "
+                                                    "denial, ...)"},
+    }),
+    "RegressionPrediction": _obj({
+        "value": {"type": "number"},
+        "unit": NULLABLE_STRING,
+    }),
+    "PredictionOutput": _obj({
+        "name": {"type": "string", "enum": ["probability", "value"]},
+        "description": STRING,
+        "unit": NULLABLE_STRING,
+    }),
+    "PredictionUsage": _obj({
+        "units": {**COUNT, "description": "rows predicted"},
+        "unit_price_usd": USD,
+        "amount_usd": USD,
+    }),
+    "UsageReport": _obj({
+        "tenant": STRING,
+        "start": DATE,
+        "end": DATE,
+        "currency": {"type": "string", "enum": ["USD"]},
+        "days": {"type": "array", "items": ref("UsageDay")},
+        "totals": ref("UsageTotals"),
+    }),
+    "UsageDay": _obj({
+        "date": DATE, "model": MODEL_NAME, "version": VERSION, "requests": COUNT,
+        "units": COUNT, "amount_usd": USD,
+    }),
+    "UsageTotals": _obj({"requests": COUNT, "units": COUNT, "amount_usd": USD}),
+    "Invoice": _obj({
+        "tenant": STRING,
+        "month": {"type": "string", "pattern": MONTH_PATTERN},
+        "plan": STRING,
+        "currency": {"type": "string", "enum": ["USD"]},
+        "status": {"type": "string", "enum": ["open", "final"],
+                   "description": "open until the month is over"},
+        "lines": {"type": "array", "items": ref("InvoiceLine")},
+        "subtotal_usd": USD,
+        "included_units": ref("IncludedUnits"),
+        "discount": ref("Discount"),
+        "total_usd": {"type": "string", "pattern": CENTS_PATTERN,
+                      "description": "rounded half-up to cents, once"},
+    }),
+    "InvoiceLine": _obj({
+        "model": MODEL_NAME, "version": VERSION, "requests": COUNT, "units": COUNT,
+        "unit_price_usd": USD, "amount_usd": USD,
+    }),
+    "IncludedUnits": _obj({"allowance": COUNT, "used": COUNT, "credit_usd": USD}),
+    "Discount": _obj({"percent": {"type": "string", "pattern": DECIMAL_PATTERN},
+                      "amount_usd": USD}),
 }
-PREDICTION_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "model": {"type": "string"}, "version": {"type": "string"},
-        "request_id": {"type": "string"},
-        "predictions": {"type": "array", "items": {"type": "object", "description":
-                        "{probability, event} for classifiers, {value, unit} for regression"}},
-        "output": {"type": "object"},
-        "usage": {"type": "object", "properties": {
-            "units": {"type": "integer"}, "unit_price_usd": {"type": "string"},
-            "amount_usd": {"type": "string", "description": "exact decimal"}}},
-    },
+
+RETRY_AFTER = {"description": "seconds to wait before retrying",
+               "schema": {"type": "integer", "minimum": 1}}
+ERROR_TEXT = {
+    400: "malformed JSON or Idempotency-Key (malformed_json, invalid_idempotency_key)",
+    401: "missing or invalid API key (missing_api_key, invalid_api_key)",
+    403: "the key's tenant is suspended (tenant_inactive)",
+    404: "unknown model or version (model_not_found, version_not_found)",
+    409: "Idempotency-Key reused for another body (idempotency_key_reused)",
+    413: "body too large or too many instances (body_too_large, too_many_instances)",
+    415: "not application/json (unsupported_media_type)",
+    422: "a field fails the model card; details name instance and field (validation_error, "
+         "invalid_body, version_conflict, not_finite)",
+    429: "rate limit or monthly quota of the key's plan (rate_limited, quota_exceeded)",
+    503: "a store is unavailable; retry after Retry-After (tenants_unavailable, "
+         "model_store_unavailable, model_unavailable, metering_unavailable, "
+         "usage_unavailable)",
 }
-ERRORS = {
-    "400": "malformed JSON or Idempotency-Key", "401": "missing or invalid API key",
-    "404": "unknown model or version", "409": "Idempotency-Key reused for another body",
-    "413": "body too large or more than 1,000 instances", "415": "not application/json",
-    "422": "a field fails the model card (details name instance and field)",
-    "429": "rate limit or quota", "503": "model store or metering unavailable (retry)",
+KEYED = (401, 403, 429, 503)  # any route behind the key: gateway, tenant directory
+
+# FastAPI-generated operations: (method, path) -> operationId, 200 body, error statuses
+# with route-specific wording, and parameter schemas tighter than the signatures say.
+GET_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
+    ("get", "/health"): {"id": "health", "body": "Health", "errors": {}, "open": True},
+    ("get", "/v1/models"): {"id": "list_models", "body": "Catalogue", "errors": {}},
+    ("get", "/v1/models/{name}"): {
+        "id": "get_model_card", "body": "ModelCard", "errors": {404: ERROR_TEXT[404]},
+        "params": {"name": MODEL_NAME, "version": {
+            **VERSION, "description": "a version or alias (default production)"}}},
+    ("get", "/v1/usage"): {
+        "id": "get_usage", "body": "UsageReport",
+        "errors": {422: "start or end is not YYYY-MM-DD, start is after end, or the range "
+                        "is over 366 days (invalid_date, invalid_range)"},
+        "params": {"start": {**DATE, "description": "first day (default: the 1st of this "
+                                                    "month, UTC)"},
+                   "end": {**DATE, "description": "last day, inclusive (default: today)"}}},
+    ("get", "/v1/invoices/{month}"): {
+        "id": "get_invoice", "body": "Invoice",
+        "errors": {404: "the month has not started (invoice_not_found)",
+                   422: "month is not YYYY-MM (invalid_month)"},
+        "params": {"month": {"type": "string", "pattern": MONTH_PATTERN,
+                             "description": "YYYY-MM"}}},
 }
 
 
-def predict_operation(path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def error_responses(errors: dict[int, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in sorted(errors):
+        response: dict[str, Any] = {"description": errors[status],
+                                    "content": _json(ref("ErrorResponse"))}
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {**RETRY_AFTER, "required": True}}
+        out[str(status)] = response
+    return out
+
+
+def _document_get_routes(doc: dict[str, Any], names: list[str]) -> None:
+    for (method, path), spec in GET_ROUTES.items():
+        op = doc["paths"].get(path, {}).get(method)
+        if op is None:
+            continue
+        op["operationId"] = spec["id"]
+        errors = {} if spec.get("open") else {s: ERROR_TEXT[s] for s in KEYED}
+        errors.update(spec["errors"])
+        op["responses"] = {"200": {"description": "OK", "content": _json(ref(spec["body"]))},
+                           **error_responses(errors)}
+        if spec.get("open"):
+            op["security"] = []
+        for param in op.get("parameters", []):
+            schema = spec.get("params", {}).get(param["name"])
+            if schema is not None:
+                param["schema"] = dict(schema)
+            if param["name"] == "name" and names:
+                param["schema"]["examples"] = names
+
+
+def predict_operation(path: str, body: dict[str, Any], names: list[str] | None = None
+                      ) -> dict[str, Any]:
+    name = {**MODEL_NAME, "examples": names} if names else MODEL_NAME
     params: list[dict[str, Any]] = [
-        {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+        {"name": "name", "in": "path", "required": True, "schema": name,
          "description": "model name, e.g. credit-risk"}]
     if "{version}" in path:
-        params.append({"name": "version", "in": "path", "required": True,
-                       "schema": {"type": "string"}, "description": "a version or alias"})
+        params.append({"name": "version", "in": "path", "required": True, "schema": VERSION,
+                       "description": "a version or alias"})
     params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                   "schema": {"type": "string", "maxLength": 255},
+                   "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
                    "description": "a retry with the same key returns the same answer and is "
                                   "billed once"})
-    responses: dict[str, Any] = {"200": {"description": "predictions and their usage",
-                                         "content": {"application/json": {
-                                             "schema": PREDICTION_SCHEMA}}}}
-    for status, text in ERRORS.items():
-        responses[status] = {"description": text,
-                             "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    ok = {"description": "predictions and their usage", "content": _json(ref("PredictResponse")),
+          "headers": {
+              "x-request-id": {"description": "the request id (also in the body)",
+                               "schema": STRING},
+              "Idempotent-Replayed": {
+                  "description": "with Idempotency-Key: whether this answer is a replay",
+                  "schema": {"type": "string", "enum": ["true", "false"]}}}}
+    errors = {s: ERROR_TEXT[s] for s in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
     return {
         "tags": ["models"],
         "summary": "Predict with a given version" if "{version}" in path
@@ -94,46 +361,123 @@ def predict_operation(path: str, body: dict[str, Any]) -> dict[str, Any]:
         "operationId": "predict_version" if "{version}" in path else "predict",
         "parameters": params,
         "requestBody": body,
-        "responses": responses,
+        "responses": {"200": ok, **error_responses(errors)},
     }
 
 
-def install(app: FastAPI, registry: ModelRegistry) -> None:
-    def openapi() -> dict[str, Any]:
-        doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                          routes=app.routes)
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-        refs, examples = [], {}
+def predict_request(cards: list[ModelCard], max_instances: int) -> dict[str, Any]:
+    items = {"anyOf": [ref(schema_name(c.name)) for c in cards]} if cards else {
+        "type": "object"}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["instances"],
+        "properties": {
+            "instances": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                          "items": items,
+                          "description": "records of the model's fields (its XxxInstance)"},
+            "version": {**VERSION, "description": "a version or alias (default production)"},
+        },
+    }
+
+
+def build_document(app: FastAPI, cards: list[ModelCard], max_instances: int
+                   ) -> dict[str, Any]:
+    """The whole document for these production cards: FastAPI's paths and parameters for
+    the GET routes, everything else from this module."""
+    doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                      routes=app.routes)
+    names = [c.name for c in cards]
+    _document_get_routes(doc, names)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, replaced
+        schemas.pop(unused, None)
+    schemas.update(copy.deepcopy(SCHEMAS))  # the document is handed out; keep these intact
+    for card in cards:
+        schemas[schema_name(card.name)] = instance_schema(card)
+    schemas["PredictRequest"] = predict_request(cards, max_instances)
+    body = {
+        "required": True,
+        "content": {"application/json": {
+            "schema": ref("PredictRequest"),
+            "examples": {c.name: {"summary": f"{c.name}: {c.description[:80]}",
+                                  "value": {"instances": [example_instance(c)]}}
+                         for c in cards},
+        }},
+    }
+    for path in PREDICT_PATHS:
+        doc["paths"][path] = {"post": predict_operation(path, body, names)}
+    doc["components"]["securitySchemes"] = {"ApiKey": {
+        "type": "apiKey", "in": "header", "name": "x-api-key"}}
+    doc["security"] = [{"ApiKey": []}]
+    doc["servers"] = [{"url": "/"}]
+    return doc
+
+
+class OpenApiCache:
+    """The document for the registry's current catalogue, rebuilt only when that changes.
+
+    The catalogue call is cheap (the registry caches names and aliases for its TTL), so
+    checking it on every request is what lets a new model appear without a restart.
+    """
+
+    def __init__(self, registry: ModelRegistry,
+                 build: Callable[[list[ModelCard]], dict[str, Any]]) -> None:
+        self.registry = registry
+        self.build = build
+        self._lock = threading.Lock()
+        self._state: tuple[tuple[str, str], ...] | None = None
+        self._doc: dict[str, Any] = {}
+        self._bytes: dict[str, bytes] = {}
+
+    def _current(self) -> tuple[tuple[str, str], ...]:
         try:
-            entries = registry.catalogue()
+            entries = self.registry.catalogue()
         except Exception:  # the docs still render if the store is down
             entries = []
-        for entry in entries:
-            card = registry.card(entry["name"], entry["default_version"])
-            schemas[schema_name(card.name)] = instance_schema(card)
-            refs.append({"$ref": f"#/components/schemas/{schema_name(card.name)}"})
-            examples[card.name] = {"summary": f"{card.name}: {card.description[:80]}",
-                                   "value": {"instances": [example_instance(card)]}}
-        body = {
-            "required": True,
-            "content": {"application/json": {
-                "schema": {
-                    "type": "object", "required": ["instances"],
-                    "properties": {
-                        "instances": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                      "items": {"oneOf": refs} if refs else {"type": "object"}},
-                        "version": {"type": "string",
-                                    "description": "a version or alias (default production)"},
-                    },
-                },
-                "examples": examples,
-            }},
-        }
-        for path in PREDICT_PATHS:
-            doc["paths"][path] = {"post": predict_operation(path, body)}
-        doc["components"].setdefault("securitySchemes", {})["ApiKey"] = {
-            "type": "apiKey", "in": "header", "name": "x-api-key"}
-        doc["security"] = [{"ApiKey": []}]
-        return doc
+        return tuple((e["name"], e["default_version"]) for e in entries)
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    def document(self) -> dict[str, Any]:
+        state = self._current()
+        with self._lock:
+            if state != self._state:
+                cards = []
+                for name, version in state:
+                    try:
+                        cards.append(self.registry.card(name, version))
+                    except Exception:  # listed a moment ago; document the rest
+                        continue
+                self._doc, self._bytes, self._state = self.build(cards), {}, state
+            return self._doc
+
+    def served(self, root_path: str) -> bytes:
+        """The document as bytes, its one server being where the client reached it."""
+        doc = self.document()
+        with self._lock:
+            out = self._bytes.get(root_path)
+            if out is None:
+                out = orjson.dumps({**doc, "servers": [{"url": root_path or "/"}]})
+                if len(self._bytes) < 16:
+                    self._bytes[root_path] = out
+            return out
+
+
+def install(app: FastAPI, registry: ModelRegistry) -> OpenApiCache:
+    """Replace FastAPI's document and its /openapi.json route with the cached ones."""
+    services = getattr(app.state, "services", None)
+    max_instances = getattr(getattr(services, "settings", None), "max_instances",
+                            DEFAULT_MAX_INSTANCES)
+    cache = OpenApiCache(registry, lambda cards: build_document(app, cards, max_instances))
+    app.openapi = cache.document  # type: ignore[method-assign]
+    if app.openapi_url is None:
+        return cache
+
+    async def openapi_json(request: Request) -> Response:
+        root_path = request.scope.get("root_path", "").rstrip("/")
+        return Response(cache.served(root_path), media_type="application/json")
+
+    path = app.openapi_url
+    app.router.routes[:] = [r for r in app.router.routes
+                            if not (isinstance(r, Route) and r.path == path)]
+    app.add_route(path, openapi_json, include_in_schema=False)
+    return cache
