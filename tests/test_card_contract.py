@@ -110,3 +110,15 @@ def test_store_paths_and_reserved_names_never_reach_a_client(client, api_key, st
                     json={"instances": [example("credit-risk")]})
     assert r.status_code == 404 and r.json()["error"]["code"] == "version_not_found"
     assert str(MODEL_STORE) not in r.text
+
+
+def test_the_docs_publish_the_same_schema_the_loader_enforces(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    published = card_json_schema(ref_template="#/components/schemas/{model}")
+    for name, part in published.pop("$defs").items():
+        assert schemas[name] == part, name
+    assert schemas["CardDocument"] == published
+    card_route = doc["paths"]["/v1/models/{name}"]["get"]["responses"]["200"]
+    assert card_route["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ModelCard"}

@@ -47,26 +47,7 @@ schema = schemathesis.openapi.from_asgi(
     config=schemathesis.Config.from_dict({**CONFIG, "headers": {"x-api-key": _key}}))
 
 
-def known_bug(case: schemathesis.Case) -> bool:
-    """Found by this test, fixed outside the OpenAPI module: see the xfail below."""
-    month = str((case.path_parameters or {}).get("month", ""))
-    return case.path == "/v1/invoices/{month}" and month.startswith("0000")
-
-
 @pytest.mark.slow  # about 20 s: the coverage phase sends 1,000-instance batches
 @schema.parametrize()
 def test_generated_requests_get_documented_answers(case):
-    if known_bug(case):
-        return
     case.call_and_validate(checks=CHECKS)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "billing.parse_month accepts year 0000 (MONTH_RE), then metering's month_usage calls "
-    "date.fromisoformat('0000-01-01'), whose ValueError becomes a 500 internal_error"))
-def test_an_invoice_for_year_zero_is_a_client_error(gateway, api_key):
-    from fastapi.testclient import TestClient
-
-    client = TestClient(gateway, raise_server_exceptions=False)
-    answer = client.get("/v1/invoices/0000-01", headers={"x-api-key": api_key})
-    assert answer.status_code in (404, 422), answer.text

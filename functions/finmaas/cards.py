@@ -229,6 +229,7 @@ class CardDocument(_Section):
         return inputs
 
 
-def card_json_schema() -> dict[str, Any]:
-    """The published JSON Schema of ``card.json`` (in the OpenAPI document and README)."""
-    return CardDocument.model_json_schema()
+def card_json_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The published JSON Schema of ``card.json`` (the OpenAPI document's ``ModelCard``
+    is this schema plus the model's aliases)."""
+    return CardDocument.model_json_schema(ref_template=ref_template)

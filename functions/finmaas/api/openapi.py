@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from fastapi import FastAPI
@@ -23,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..cards import INPUT_TYPES, NAME_RE, REQUIRED_KEYS, TASKS, VERSION_RE, InputSpec, ModelCard
+from ..billing import MONTH_RE
+from ..cards import NAME_RE, VERSION_RE, CardDocument, InputSpec, ModelCard, card_json_schema
 from ..registry import ModelRegistry
 from ..runtime import FLOAT32_MAX
 
 PREDICT_PATHS = ("/v1/models/{name}/predict", "/v1/models/{name}/versions/{version}/predict")
 DEFAULT_MAX_INSTANCES = 1000
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = MONTH_RE.pattern
 # format_usd: an exact decimal with no exponent and no trailing zeros ("0.0005", "12", "0").
 USD_PATTERN = r"^[0-9]+(\.[0-9]*[1-9])?$"
 CENTS_PATTERN = r"^[0-9]+\.[0-9]{2}$"
@@ -92,6 +93,7 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None, **extra:
             "properties": properties, **extra}
 
 
+TASKS = get_args(CardDocument.model_fields["task"].annotation)
 STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
@@ -133,62 +135,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "currency": {"type": "string", "enum": ["USD"]},
     }),
     "Catalogue": _obj({"models": {"type": "array", "items": ref("CatalogueEntry")}}),
-    "ModelCard": _obj({
-        "name": MODEL_NAME,
-        "version": VERSION,
-        "task": {"type": "string", "enum": list(TASKS)},
-        "description": STRING,
-        "intended_use": STRING,
-        "limitations": STRING,
-        "inputs": {"type": "array", "items": ref("CardInput"), "minItems": 1},
-        "outputs": {"type": "array", "items": ref("CardOutput"), "minItems": 1},
-        "missing_values": STRING,
-        "example": {"type": "object", "description": "one valid instance"},
-        "metrics": ref("CardMetrics"),
-        "training_data": {"type": "object", "description": "source dataset, rows, dates"},
-        "artifact": ref("CardArtifact"),
-        "pricing": ref("CardPricing"),
-        "serving": ref("CardServing"),
-        "aliases": ref("Aliases"),
-    }, required=[*REQUIRED_KEYS, "aliases"], description=(
-        "The model card of one version, plus the model's aliases. Cards may carry more "
-        "keys (model, parity, fairness, ...).")),
-    "CardInput": _obj({
-        "name": STRING,
-        "type": {"type": "string", "enum": list(INPUT_TYPES)},
-        "required": {"type": "boolean"},
-        "description": STRING,
-        "categories": {"type": "array", "items": STRING},
-        "unknown_category": {"type": "string", "enum": ["reject", "ignore"]},
-        "unit": STRING,
-        "minimum": {"type": "number"},
-        "maximum": {"type": "number"},
-    }, required=["name", "type", "required"]),
-    "CardOutput": _obj({
-        "name": STRING,
-        "type": STRING,
-        "description": STRING,
-        "unit": STRING,
-        "event": STRING,
-        "range": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
-    }, required=["name"]),
-    "CardMetrics": _obj({
-        "holdout": {"type": ["object", "string"], "description": "the split and row count"},
-    }, description="holdout metrics: roc_auc, brier, ... or r2, rmse"),
-    "CardArtifact": _obj({
-        "file": STRING,
-        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "bytes": {"type": "integer", "minimum": 1},
-    }, required=["sha256", "bytes"]),
-    "CardPricing": _obj({
-        "usd_per_1k_predictions": {**STRING, "description": "exact decimal"},
-        "usd_per_1k_explanations": {**STRING, "description": "exact decimal"},
-        "usd_per_1k_tokens": {**STRING, "description": "exact decimal"},
-    }, required=["usd_per_1k_predictions"]),
-    "CardServing": _obj({
-        "output": {**STRING, "description": "the ONNX output read"},
-        "column": {"type": ["integer", "null"]},
-    }, required=["output"]),
     "PredictResponse": _obj({
         "model": MODEL_NAME,
         "version": VERSION,
@@ -253,6 +199,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Discount": _obj({"percent": {"type": "string", "pattern": DECIMAL_PATTERN},
                       "amount_usd": USD}),
 }
+
+
+def _card_schemas() -> dict[str, dict[str, Any]]:
+    """The card's published schema (``cards.CardDocument``) and its parts; the card route
+    answers it plus the model's aliases (``ModelCard``)."""
+    doc = card_json_schema(ref_template="#/components/schemas/{model}")
+    parts = doc.pop("$defs", {})
+    answer = copy.deepcopy(doc)
+    answer["title"] = "ModelCard"
+    answer["description"] = ("The model card of one version (CardDocument, the schema "
+                             "every card.json validates against), plus the model's aliases.")
+    answer["properties"]["aliases"] = ref("Aliases")
+    answer["required"] = [*answer["required"], "aliases"]
+    return {**parts, "CardDocument": doc, "ModelCard": answer}
+
+
+SCHEMAS.update(_card_schemas())
 
 RETRY_AFTER = {"description": "seconds to wait before retrying",
                "schema": {"type": "integer", "minimum": 1}}
