@@ -31,7 +31,7 @@ def run(capsys, *argv):
 
 def test_tenant_key_predict_usage_invoice_walkthrough(home, capsys):
     from fastapi.testclient import TestClient
-    from finmaas.cli_ops import local_app
+    from finmaas.cli.serve import local_app
     from finmaas.config import Settings
 
     from tests.conftest import example

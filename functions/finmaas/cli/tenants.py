@@ -1,0 +1,42 @@
+"""``maas tenants``: the paying customers and their plans."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import Settings
+from .common import err, open_tenants, table
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    from ..tenants.base import TenantExists
+
+    try:
+        tenant = open_tenants(Settings.from_env()).create_tenant(args.name, args.plan)
+    except TenantExists as exc:
+        err(str(exc))
+        return 1
+    print(f"created tenant {tenant.name} on plan {tenant.plan}")
+    return 0
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    tenants = open_tenants(Settings.from_env())
+    rows = [(t.name, t.plan, t.status, str(sum(k.active for k in tenants.list_keys(t.name))),
+             t.created_at) for t in tenants.list_tenants()]
+    table(["tenant", "plan", "status", "active keys", "created"], rows)
+    return 0
+
+
+def register(sub: Any) -> None:
+    from ..plans import load_plans
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="tenants_command", required=True)
+    p = tenants.add_parser("create", help="create a tenant on a plan")
+    p.add_argument("name")
+    p.add_argument("--plan", required=True, choices=sorted(load_plans()))
+    p.set_defaults(func=cmd_tenants_create)
+    p = tenants.add_parser("list", help="list tenants")
+    p.set_defaults(func=cmd_tenants_list)
