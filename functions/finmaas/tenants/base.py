@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,40}[a-z0-9]$")
+# A suspended tenant keeps its plan, keys and invoices; every call with its keys is refused.
+TENANT_STATUSES = ("active", "suspended")
 
 
 def hash_key(key: str) -> str:
@@ -63,6 +65,10 @@ class TenantStore(ABC):
     def set_plan(self, name: str, plan: str) -> Tenant: ...
 
     @abstractmethod
+    def set_status(self, name: str, status: str) -> Tenant:
+        """Suspend (``suspended``) or resume (``active``) a tenant; KeyError if unknown."""
+
+    @abstractmethod
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey: ...
 
     @abstractmethod
@@ -87,3 +93,8 @@ class TenantStore(ABC):
     def check_name(name: str) -> None:
         if not TENANT_RE.match(name):
             raise ValueError(f"tenant name {name!r}: 3-42 lowercase letters, digits, dashes")
+
+    @staticmethod
+    def check_status(status: str) -> None:
+        if status not in TENANT_STATUSES:
+            raise ValueError(f"tenant status {status!r}: one of {', '.join(TENANT_STATUSES)}")

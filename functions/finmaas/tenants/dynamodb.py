@@ -98,6 +98,16 @@ class DynamoDBTenantStore(TenantStore):
         assert tenant
         return tenant
 
+    def set_status(self, name: str, status: str) -> Tenant:
+        self.check_status(status)
+        self._update_existing(f"TENANT#{name}", f"no tenant {name!r}",
+                              UpdateExpression="SET #s = :s",  # status is a reserved word
+                              ExpressionAttributeNames={"#s": "status"},
+                              ExpressionAttributeValues={":s": {"S": status}})
+        tenant = self.get_tenant(name)
+        assert tenant
+        return tenant
+
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey:
         key = self._new_key(key_id, tenant)
         item = {"pk": {"S": f"KEY#{key_id}"}, "kind": {"S": "key"}, "key_id": {"S": key_id},

@@ -77,6 +77,17 @@ class SQLiteTenantStore(TenantStore):
         assert tenant
         return tenant
 
+    def set_status(self, name: str, status: str) -> Tenant:
+        self.check_status(status)
+        with self._lock:
+            cur = self._conn.execute("UPDATE tenants SET status = ? WHERE name = ?",
+                                     (status, name))
+        if cur.rowcount == 0:
+            raise KeyError(f"no tenant {name!r}")
+        tenant = self.get_tenant(name)
+        assert tenant
+        return tenant
+
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey:
         key = self._new_key(key_id, tenant)
         with self._lock:
