@@ -98,6 +98,78 @@ def test_cli_errors_are_clear(home, capsys):
     assert code == 2
 
 
+def _billed_requests(tenant: str) -> int:
+    from datetime import UTC, datetime
+
+    from finmaas.config import Settings
+    from finmaas.metering import open_metering_store
+
+    rows = open_metering_store(Settings.from_env()).month_usage(
+        tenant, datetime.now(UTC).strftime("%Y-%m"))
+    return sum(r.requests for r in rows)
+
+
+def test_suspend_stops_a_live_servers_predictions_at_once_and_resume_restores_them(
+        home, capsys):
+    """Given a running app that has already served (and cached) the tenant's key, when
+    the operator suspends the tenant, the very next call is refused and billed nothing."""
+    from fastapi.testclient import TestClient
+    from finmaas.cli.serve import local_app
+    from finmaas.config import Settings
+
+    from tests.conftest import example
+
+    run(capsys, "tenants", "create", "acme", "--plan", "standard")
+    key = run(capsys, "keys", "create", "--tenant", "acme")[1].strip()
+    client = TestClient(local_app(Settings.from_env()))
+
+    def predict():
+        return client.post("/v1/models/credit-risk/predict", headers={"x-api-key": key},
+                           json={"instances": [example("credit-risk")]})
+
+    assert predict().status_code == 200 and _billed_requests("acme") == 1
+    code, out, _ = run(capsys, "tenants", "suspend", "acme")
+    assert code == 0 and "suspended tenant acme" in out
+    refused = predict()
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "tenant_suspended"
+    assert refused.json()["error"]["details"] == []
+    assert client.get("/v1/usage", headers={"x-api-key": key}).status_code == 403
+    assert _billed_requests("acme") == 1
+    assert "suspended" in run(capsys, "tenants", "list")[1]
+    code, out, _ = run(capsys, "tenants", "resume", "acme")
+    assert code == 0 and "resumed tenant acme" in out
+    assert predict().status_code == 200 and _billed_requests("acme") == 2
+
+
+def test_the_app_sees_a_suspension_within_seconds_even_without_the_local_gateway(home, capsys):
+    """In Lambda the app's own tenant directory is the last check; its default cache
+    must not keep serving a suspended tenant for a minute."""
+    from finmaas.api.identity import TenantDirectory
+    from finmaas.config import Settings
+    from finmaas.tenants import open_tenant_store
+
+    from tests.conftest import Clock
+
+    run(capsys, "tenants", "create", "acme", "--plan", "standard")
+    run(capsys, "keys", "create", "--tenant", "acme")
+    settings = Settings.from_env()
+    store = open_tenant_store(settings)
+    key_id = store.list_keys("acme")[0].key_id
+    clock = Clock()
+    directory = TenantDirectory(store, ttl=settings.tenant_cache_seconds, clock=clock)
+    assert directory.lookup(key_id)[1].active
+    run(capsys, "tenants", "suspend", "acme")
+    clock.now += 6  # a few seconds later, not a minute
+    assert not directory.lookup(key_id)[1].active
+
+
+def test_suspend_and_resume_name_unknown_tenants_clearly(home, capsys):
+    for verb in ("suspend", "resume"):
+        code, _, err = run(capsys, "tenants", verb, "nosuch")
+        assert code == 1 and "maas: no tenant 'nosuch'" in err
+
+
 @pytest.fixture
 def aws(monkeypatch, home):
     with mock_aws():
@@ -139,3 +211,32 @@ def test_keys_against_aws_fail_clearly_without_the_usage_plan(aws, capsys, monke
     run(capsys, "tenants", "create", "bank", "--plan", "standard")
     code, _, err = run(capsys, "keys", "create", "--tenant", "bank")
     assert code == 1 and "finmaas-prod-standard" in err
+
+
+def test_suspending_a_tenant_in_aws_disables_its_gateway_keys_and_resume_enables_live_ones(
+        aws, capsys):
+    apigw, _plans = aws
+    from finmaas.config import Settings
+    from finmaas.tenants import open_tenant_store
+
+    run(capsys, "tenants", "create", "bank", "--plan", "standard")
+    run(capsys, "keys", "create", "--tenant", "bank")
+    run(capsys, "keys", "create", "--tenant", "bank")
+    first, second = (k["id"] for k in apigw.get_api_keys()["items"])
+    run(capsys, "keys", "revoke", second)
+
+    code, out, _ = run(capsys, "tenants", "suspend", "bank")
+    assert code == 0 and "suspended tenant bank" in out
+    assert not open_tenant_store(Settings.from_env()).get_tenant("bank").active
+    assert not apigw.get_api_key(apiKey=first)["enabled"]
+    # a key issued while suspended is born disabled
+    run(capsys, "keys", "create", "--tenant", "bank")
+    third = next(k["id"] for k in apigw.get_api_keys()["items"] if k["id"] not in
+                 (first, second))
+    assert not apigw.get_api_key(apiKey=third)["enabled"]
+
+    code, out, _ = run(capsys, "tenants", "resume", "bank")
+    assert code == 0 and "resumed tenant bank" in out
+    assert open_tenant_store(Settings.from_env()).get_tenant("bank").active
+    enabled = {k["id"]: k["enabled"] for k in apigw.get_api_keys()["items"]}
+    assert enabled == {first: True, second: False, third: True}  # revoked stays off

@@ -50,7 +50,8 @@ class Settings:
     tenants_table: str | None = None
     stage: str = "local"
     alias_ttl_seconds: float = 30.0
-    tenant_cache_seconds: float = 60.0
+    # A suspension or revocation reaches a warm Lambda container within this time.
+    tenant_cache_seconds: float = 5.0
     session_cache_size: int = 8
     ort_threads: int = field(default_factory=_default_threads)
     cache_dir: Path = field(default_factory=lambda: Path("/tmp/finmaas-models"))

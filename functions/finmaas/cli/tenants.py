@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import Settings
-from .common import err, open_tenants, table
+from .common import err, open_issuer, open_tenants, table
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
@@ -29,6 +29,19 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants_suspend(args: argparse.Namespace) -> int:
+    tenant = open_issuer(Settings.from_env()).suspend(args.name)
+    print(f"suspended tenant {tenant.name}: its keys are refused until "
+          f"`maas tenants resume {tenant.name}`")
+    return 0
+
+
+def cmd_tenants_resume(args: argparse.Namespace) -> int:
+    tenant = open_issuer(Settings.from_env()).resume(args.name)
+    print(f"resumed tenant {tenant.name}: its unrevoked keys work again")
+    return 0
+
+
 def register(sub: Any) -> None:
     from ..plans import load_plans
 
@@ -40,3 +53,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_tenants_create)
     p = tenants.add_parser("list", help="list tenants")
     p.set_defaults(func=cmd_tenants_list)
+    p = tenants.add_parser("suspend", help="refuse every call with the tenant's keys "
+                                           "(in AWS: also disable its API Gateway keys)")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_tenants_suspend)
+    p = tenants.add_parser("resume", help="accept the tenant's unrevoked keys again")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_tenants_resume)
