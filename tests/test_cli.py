@@ -98,6 +98,17 @@ def test_cli_errors_are_clear(home, capsys):
     assert code == 2
 
 
+def test_tenants_create_with_exist_ok_succeeds_again_on_the_same_plan_only(home, capsys):
+    assert run(capsys, "tenants", "create", "acme", "--plan", "free")[0] == 0
+    code, _, err = run(capsys, "tenants", "create", "acme", "--plan", "free")
+    assert code == 1 and "already exists" in err  # a typo'd name must not pass silently
+    code, out, _ = run(capsys, "tenants", "create", "acme", "--plan", "free", "--exist-ok")
+    assert code == 0 and "tenant acme already exists on plan free" in out
+    code, _, err = run(capsys, "tenants", "create", "acme", "--plan", "standard",
+                       "--exist-ok")
+    assert code == 1 and "already exists on plan free" in err
+
+
 def _billed_requests(tenant: str) -> int:
     from datetime import UTC, datetime
 
@@ -240,3 +251,54 @@ def test_suspending_a_tenant_in_aws_disables_its_gateway_keys_and_resume_enables
     assert open_tenant_store(Settings.from_env()).get_tenant("bank").active
     enabled = {k["id"]: k["enabled"] for k in apigw.get_api_keys()["items"]}
     assert enabled == {first: True, second: False, third: True}  # revoked stays off
+
+
+DEMO_KEY_RACER = """
+import pathlib, sys, time
+import finmaas.keys
+from finmaas.cli.serve import demo_key
+from finmaas.config import Settings
+from finmaas.tenants import open_tenant_store
+
+settings = Settings.from_env()
+open_tenant_store(settings)  # imports and schema done: the race is on the demo tenant
+go = pathlib.Path(sys.argv[1])
+(go.parent / f"ready-{sys.argv[2]}").touch()
+while not go.exists():
+    time.sleep(0.0005)
+print(demo_key(settings))
+"""
+
+
+def test_concurrent_first_serves_share_one_working_demo_key(home, tmp_path):
+    """Given a fresh MAAS_HOME, when several `maas serve` start at once, each one creates
+    or finds the demo tenant and they all print the same working key."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from finmaas.config import Settings
+    from finmaas.tenants import open_tenant_store
+    from finmaas.tenants.base import hash_key
+
+    racers = 4
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", DEMO_KEY_RACER, str(go), str(i)],
+                              env=os.environ.copy(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(racers)]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("ready-*"))) < racers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()  # release them together
+    results = [(p.wait(60), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0] * racers, [err for _, _, err in results]
+    printed = {out.strip() for _, out, _ in results}
+    assert len(printed) == 1
+    (secret,) = printed
+    assert (home / "demo-key").read_text().strip() == secret
+    assert (home / "demo-key").stat().st_mode & 0o777 == 0o600
+    assert not list(home.glob(".demo-key.*"))  # no temporary files left behind
+    store = open_tenant_store(Settings.from_env())
+    assert store.find_key_by_hash(hash_key(secret)).active
+    assert len(store.list_keys("demo")) == 1  # no orphan keys from the losers

@@ -177,6 +177,13 @@ def test_set_status_refuses_unknown_tenants_and_statuses(tenants):
     assert tenants.get_tenant("acme").active
 
 
+def test_ensure_tenant_creates_once_then_returns_the_tenant_as_it_is(tenants):
+    assert tenants.ensure_tenant("demo", "standard").plan == "standard"
+    again = tenants.ensure_tenant("demo", "free")
+    assert (again.name, again.plan) == ("demo", "standard")
+    assert [t.name for t in tenants.list_tenants()] == ["demo"]
+
+
 # -- store-specific guarantees ---------------------------------------------------------
 def test_dynamodb_spreads_one_tenants_rollups_over_shards_and_sets_ttl():
     with mock_aws():

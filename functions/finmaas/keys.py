@@ -127,7 +127,6 @@ class ApiGatewayKeyIssuer:
 
 def ensure_events_identity(tenants: TenantStore) -> None:
     """Make the key id used by events/*.json known to the embedded store."""
-    if tenants.get_tenant(EVENTS_TENANT) is None:
-        tenants.create_tenant(EVENTS_TENANT, DEMO_PLAN)
+    tenants.ensure_tenant(EVENTS_TENANT, DEMO_PLAN)
     if tenants.get_key(EVENTS_KEY_ID) is None:
         tenants.add_key(EVENTS_KEY_ID, EVENTS_TENANT)

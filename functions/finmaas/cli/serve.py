@@ -4,8 +4,12 @@ so the printed curl works as pasted."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
@@ -14,26 +18,54 @@ from .common import err, open_tenants
 
 def demo_key(settings: Settings) -> str:
     """The demo tenant's key, created on first run. Its clear text is kept only in
-    ``$MAAS_HOME/demo-key`` (mode 600) so every `make serve` can print a working curl."""
+    ``$MAAS_HOME/demo-key`` (mode 600) so every `make serve` can print a working curl.
+
+    Several servers may start at once on a fresh home: a lock file makes the first create
+    the tenant and key while the others wait, then read the same key."""
     from ..keys import DEMO_PLAN, EVENTS_TENANT, LocalKeyIssuer
     from ..tenants.base import hash_key
 
-    tenants = open_tenants(settings)
-    path = settings.home / "demo-key"
-    if path.exists():
-        secret = path.read_text().strip()
-        found = tenants.find_key_by_hash(hash_key(secret))
-        if found and found.active:
-            return secret
-    if tenants.get_tenant(EVENTS_TENANT) is None:
-        tenants.create_tenant(EVENTS_TENANT, DEMO_PLAN)
-    issued = LocalKeyIssuer(tenants).create(EVENTS_TENANT)
     settings.home.mkdir(parents=True, exist_ok=True)
-    path.write_text(issued.secret + "\n")
-    path.chmod(0o600)
+    path = settings.home / "demo-key"
+    with _exclusive(settings.home / "demo-key.lock"):
+        tenants = open_tenants(settings)
+        if path.exists():
+            secret = path.read_text().strip()
+            found = tenants.find_key_by_hash(hash_key(secret))
+            if found and found.active:
+                return secret
+        tenants.ensure_tenant(EVENTS_TENANT, DEMO_PLAN)
+        issued = LocalKeyIssuer(tenants).create(EVENTS_TENANT)
+        _write_private(path, issued.secret + "\n")
     print(f"created demo tenant {EVENTS_TENANT!r} (plan {DEMO_PLAN}) and key "
           f"{issued.key.key_id}", file=sys.stderr)
     return issued.secret
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock across processes, released when the file closes (also when the
+    process dies). Without fcntl (Windows) concurrent first runs may each create a key;
+    every key printed still works."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by the owner only from its first byte, and never seen half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def local_app(settings: Settings) -> Any:

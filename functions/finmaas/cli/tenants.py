@@ -12,11 +12,19 @@ from .common import err, open_issuer, open_tenants, table
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     from ..tenants.base import TenantExists
 
+    tenants = open_tenants(Settings.from_env())
     try:
-        tenant = open_tenants(Settings.from_env()).create_tenant(args.name, args.plan)
+        tenant = tenants.create_tenant(args.name, args.plan)
     except TenantExists as exc:
-        err(str(exc))
-        return 1
+        existing = tenants.get_tenant(args.name)
+        if not args.exist_ok or existing is None:
+            err(str(exc))
+            return 1
+        if existing.plan != args.plan:
+            err(f"tenant {existing.name} already exists on plan {existing.plan}")
+            return 1
+        print(f"tenant {existing.name} already exists on plan {existing.plan}")
+        return 0
     print(f"created tenant {tenant.name} on plan {tenant.plan}")
     return 0
 
@@ -50,6 +58,8 @@ def register(sub: Any) -> None:
     p = tenants.add_parser("create", help="create a tenant on a plan")
     p.add_argument("name")
     p.add_argument("--plan", required=True, choices=sorted(load_plans()))
+    p.add_argument("--exist-ok", action="store_true",
+                   help="succeed if the tenant already exists on this plan (for scripts)")
     p.set_defaults(func=cmd_tenants_create)
     p = tenants.add_parser("list", help="list tenants")
     p.set_defaults(func=cmd_tenants_list)

@@ -83,6 +83,16 @@ class TenantStore(ABC):
     @abstractmethod
     def list_keys(self, tenant: str) -> list[ApiKey]: ...
 
+    def ensure_tenant(self, name: str, plan: str) -> Tenant:
+        """Create the tenant unless it exists (then return it as it is, on whatever plan):
+        two first runs racing to create the same tenant both succeed."""
+        try:
+            return self.create_tenant(name, plan)
+        except TenantExists:
+            tenant = self.get_tenant(name)
+            assert tenant
+            return tenant
+
     def _new_key(self, key_id: str, tenant: str) -> ApiKey:
         """The record for a key about to be stored; the tenant must exist."""
         if self.get_tenant(tenant) is None:
