@@ -302,3 +302,71 @@ def test_concurrent_first_serves_share_one_working_demo_key(home, tmp_path):
     store = open_tenant_store(Settings.from_env())
     assert store.find_key_by_hash(hash_key(secret)).active
     assert len(store.list_keys("demo")) == 1  # no orphan keys from the losers
+
+
+# -- for people who script ------------------------------------------------------------
+def test_version_prints_the_package_version(capsys):
+    from finmaas import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"maas {__version__}\n"
+
+
+def test_list_commands_print_json_for_scripts(home, capsys):
+    run(capsys, "tenants", "create", "acme", "--plan", "free")
+    run(capsys, "tenants", "create", "bank", "--plan", "enterprise")
+    run(capsys, "keys", "create", "--tenant", "acme")
+    code, out, _ = run(capsys, "tenants", "list", "--json")
+    tenants = json.loads(out)
+    assert code == 0 and [(t["name"], t["plan"], t["status"], t["active_keys"])
+                          for t in tenants] == [("acme", "free", "active", 1),
+                                                ("bank", "enterprise", "active", 0)]
+    assert tenants[0]["created_at"].startswith("20")
+    code, out, _ = run(capsys, "keys", "list", "--tenant", "acme", "--json")
+    (key,) = json.loads(out)
+    assert code == 0 and key["tenant"] == "acme" and key["key_id"].startswith("lk")
+    assert key["revoked_at"] is None and key["active"] is True
+
+
+@pytest.mark.parametrize("argv", [
+    ["keys", "create", "--tenant", "nosuch"],
+    ["keys", "list", "--tenant", "nosuch"],
+    ["keys", "list", "--tenant", "nosuch", "--json"],
+    ["invoices", "show", "--tenant", "nosuch"],
+    ["invoices", "show", "--tenant", "nosuch", "--json"],
+    ["tenants", "suspend", "nosuch"],
+    ["tenants", "resume", "nosuch"],
+])
+def test_an_unknown_tenant_is_named_clearly(home, capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "") and err.splitlines()[-1].startswith("maas: no tenant 'nosuch'")
+
+
+def test_an_unknown_key_is_named_clearly_against_aws_too(aws, capsys):
+    code, out, err = run(capsys, "keys", "revoke", "nosuchkey")
+    assert (code, out) == (1, "") and err.splitlines()[-1] == "maas: no key 'nosuchkey'"
+
+
+@pytest.mark.parametrize("argv", [
+    ["models", "list"],
+    ["tenants", "list", "--json"],
+    ["usage", "export", "--month", "this"],
+])
+def test_output_into_a_closed_pipe_ends_quietly(home, capsys, argv):
+    """`maas ... | head -1`: the reader leaves early; maas stops like `yes | head` does,
+    with no traceback, and exits 141 (128 + SIGPIPE) for `set -o pipefail` scripts."""
+    import os
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    run(capsys, "tenants", "create", "acme", "--plan", "free")
+    run(capsys, "invoke", "inference", str(EVENTS / "predict-loan-default.json"))  # a record
+    argv = [datetime.now(UTC).strftime("%Y-%m") if a == "this" else a for a in argv]
+    proc = subprocess.Popen([sys.executable, "-m", "finmaas.cli", *argv], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before maas writes a byte
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and b"Traceback" not in err and b"Broken pipe" not in err
+

@@ -95,7 +95,9 @@ class ApiGatewayKeyIssuer:
         return IssuedKey(key, secret)
 
     def revoke(self, key_id: str) -> ApiKey:
-        self._set_enabled(key_id, False)
+        if self.tenants.get_key(key_id) is None:  # only keys this stack issued
+            raise KeyError(f"no key {key_id!r}")
+        self._set_enabled(key_id, False, missing_ok=True)
         return self.tenants.revoke_key(key_id)
 
     def suspend(self, tenant: str) -> Tenant:

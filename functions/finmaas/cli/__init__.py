@@ -9,8 +9,11 @@ and invoices); ``common`` holds what they share.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from . import billing, invoke, keys, models, serve, tenants
 from .common import err
 
@@ -19,6 +22,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"maas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for noun in (models, serve, invoke, tenants, keys, billing):
         noun.register(sub)
@@ -28,7 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # The reader left early (`maas tenants list | head -1`). As the Python docs advise
+        # for SIGPIPE: point stdout at devnull so the exit flush cannot fail again, and
+        # exit as a process killed by SIGPIPE would (128 + 13), quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         return 130
     except ValueError as exc:  # configuration and argument errors

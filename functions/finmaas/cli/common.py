@@ -1,8 +1,9 @@
-"""What every ``maas`` command shares: messages, tables, and opening the configured
-tenant store and key issuer."""
+"""What every ``maas`` command shares: messages, tables and JSON, and opening the
+configured tenant store and key issuer."""
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -18,6 +19,17 @@ def table(headers: list[str], rows: list[tuple[str, ...]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+
+
+def print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def require_tenant(store: Any, name: str) -> Any:
+    tenant = store.get_tenant(name)
+    if tenant is None:
+        raise KeyError(f"no tenant {name!r}")
+    return tenant
 
 
 def open_tenants(settings: Settings) -> Any:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import Settings
-from .common import err, open_issuer, open_tenants, table
+from .common import err, open_issuer, open_tenants, print_json, table
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
@@ -31,21 +31,29 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
 def cmd_tenants_list(args: argparse.Namespace) -> int:
     tenants = open_tenants(Settings.from_env())
-    rows = [(t.name, t.plan, t.status, str(sum(k.active for k in tenants.list_keys(t.name))),
-             t.created_at) for t in tenants.list_tenants()]
-    table(["tenant", "plan", "status", "active keys", "created"], rows)
+    rows = [{"name": t.name, "plan": t.plan, "status": t.status,
+             "active_keys": sum(k.active for k in tenants.list_keys(t.name)),
+             "created_at": t.created_at} for t in tenants.list_tenants()]
+    if args.json:
+        print_json(rows)
+        return 0
+    table(["tenant", "plan", "status", "active keys", "created"],
+          [(r["name"], r["plan"], r["status"], str(r["active_keys"]), r["created_at"])
+           for r in rows])
     return 0
 
 
 def cmd_tenants_suspend(args: argparse.Namespace) -> int:
-    tenant = open_issuer(Settings.from_env()).suspend(args.name)
+    issuer = open_issuer(Settings.from_env())
+    tenant = issuer.suspend(args.name)
     print(f"suspended tenant {tenant.name}: its keys are refused until "
           f"`maas tenants resume {tenant.name}`")
     return 0
 
 
 def cmd_tenants_resume(args: argparse.Namespace) -> int:
-    tenant = open_issuer(Settings.from_env()).resume(args.name)
+    issuer = open_issuer(Settings.from_env())
+    tenant = issuer.resume(args.name)
     print(f"resumed tenant {tenant.name}: its unrevoked keys work again")
     return 0
 
@@ -62,6 +70,7 @@ def register(sub: Any) -> None:
                    help="succeed if the tenant already exists on this plan (for scripts)")
     p.set_defaults(func=cmd_tenants_create)
     p = tenants.add_parser("list", help="list tenants")
+    p.add_argument("--json", action="store_true", help="print the tenants as JSON")
     p.set_defaults(func=cmd_tenants_list)
     p = tenants.add_parser("suspend", help="refuse every call with the tenant's keys "
                                            "(in AWS: also disable its API Gateway keys)")
