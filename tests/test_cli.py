@@ -370,3 +370,64 @@ def test_output_into_a_closed_pipe_ends_quietly(home, capsys, argv):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and b"Traceback" not in err and b"Broken pipe" not in err
 
+
+# -- which store ----------------------------------------------------------------------
+def test_maas_home_defaults_to_the_checkouts_store_from_any_directory(tmp_path, monkeypatch):
+    """Standing in another directory must not start a new, empty store there."""
+    from finmaas.config import REPO_ROOT, Settings
+
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env(env={}).home == REPO_ROOT / ".maas"
+    assert Settings.from_env(env={"MAAS_HOME": "elsewhere"}).home.name == "elsewhere"
+
+
+def test_an_installed_package_keeps_its_store_in_the_users_data_directory(tmp_path):
+    from finmaas.config import default_home
+
+    data, home = tmp_path / "data", tmp_path / "user"
+    assert default_home({"XDG_DATA_HOME": str(data)}, checkout=None) == data / "finmaas"
+    assert default_home({"HOME": str(home)}, checkout=None) == home / ".local/share/finmaas"
+    # the XDG spec says to ignore a relative XDG_DATA_HOME
+    assert default_home({"XDG_DATA_HOME": "rel", "HOME": str(home)}, checkout=None) == \
+        home / ".local/share/finmaas"
+
+
+def test_commands_that_write_name_the_store_they_wrote_to(home, capsys):
+    where = f"store: SQLite {(home / 'finmaas.sqlite3').resolve()}\n"
+    for argv in (["tenants", "create", "acme", "--plan", "free"],
+                 ["keys", "create", "--tenant", "acme"],
+                 ["tenants", "suspend", "acme"], ["tenants", "resume", "acme"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 0 and where in err, argv
+    code, out, _ = run(capsys, "keys", "list", "--tenant", "acme", "--json")
+    code, _, err = run(capsys, "keys", "revoke", json.loads(out)[0]["key_id"])
+    assert code == 0 and where in err
+
+
+def test_commands_that_write_to_aws_name_the_table_and_region(aws, capsys):
+    code, _, err = run(capsys, "tenants", "create", "bank", "--plan", "free")
+    assert code == 0 and f"store: DynamoDB table {TENANTS} in us-east-1\n" in err
+
+
+def test_the_serve_banner_names_the_store(home):
+    import os
+    import subprocess
+    import sys
+
+    from tests.server import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "finmaas.cli", "serve", "--port", str(port),
+                             "--log-level", "warning"], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Try it"):
+                break
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    banner = "".join(lines)
+    assert f"store: SQLite {(home / 'finmaas.sqlite3').resolve()}" in banner, banner

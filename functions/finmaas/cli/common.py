@@ -25,6 +25,12 @@ def print_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2))
 
 
+def note_store(store: Any) -> None:
+    """Commands that write say where (stderr, so stdout stays parseable): a wrong
+    MAAS_HOME or table otherwise fails silently, into a store nobody reads."""
+    print(f"store: {store.location}", file=sys.stderr)
+
+
 def require_tenant(store: Any, name: str) -> Any:
     tenant = store.get_tenant(name)
     if tenant is None:

@@ -7,11 +7,12 @@ import sys
 from typing import Any
 
 from ..config import Settings
-from .common import open_issuer, open_tenants, print_json, require_tenant, table
+from .common import note_store, open_issuer, open_tenants, print_json, require_tenant, table
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     issuer = open_issuer(Settings.from_env())
+    note_store(issuer.tenants)
     issued = issuer.create(args.tenant)
     print(f"created key {issued.key.key_id} for tenant {issued.key.tenant}; "
           "the key is shown once, store it now:", file=sys.stderr)
@@ -21,6 +22,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     issuer = open_issuer(Settings.from_env())
+    note_store(issuer.tenants)
     key = issuer.revoke(args.key_id)
     print(f"revoked key {key.key_id} of tenant {key.tenant} at {key.revoked_at}")
     return 0

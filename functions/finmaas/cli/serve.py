@@ -89,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = local_app(settings)
     example = _example_body("credit-risk", settings)
     base = f"http://{args.host}:{args.port}"
-    print(f"\nFinMaaS local API on {base} (models: {settings.model_store})\n"
+    print(f"\nFinMaaS local API on {base}\n"
+          f"models: {settings.model_store}\n"
+          f"store: {app.tenants.location}\n"
           f"API docs: {base}/docs\n\nTry it:\n\n"
           f"curl -s {base}/v1/models/credit-risk/predict \\\n"
           f"  -H 'x-api-key: {key}' \\\n"

@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from ..config import Settings
-from .common import err, open_issuer, open_tenants, print_json, table
+from .common import err, note_store, open_issuer, open_tenants, print_json, table
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     from ..tenants.base import TenantExists
 
     tenants = open_tenants(Settings.from_env())
+    note_store(tenants)
     try:
         tenant = tenants.create_tenant(args.name, args.plan)
     except TenantExists as exc:
@@ -45,6 +46,7 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
 
 def cmd_tenants_suspend(args: argparse.Namespace) -> int:
     issuer = open_issuer(Settings.from_env())
+    note_store(issuer.tenants)
     tenant = issuer.suspend(args.name)
     print(f"suspended tenant {tenant.name}: its keys are refused until "
           f"`maas tenants resume {tenant.name}`")
@@ -53,6 +55,7 @@ def cmd_tenants_suspend(args: argparse.Namespace) -> int:
 
 def cmd_tenants_resume(args: argparse.Namespace) -> int:
     issuer = open_issuer(Settings.from_env())
+    note_store(issuer.tenants)
     tenant = issuer.resume(args.name)
     print(f"resumed tenant {tenant.name}: its unrevoked keys work again")
     return 0

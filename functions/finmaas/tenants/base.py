@@ -52,6 +52,11 @@ class TenantStore(ABC):
     """Tenants and API keys. Clear-text keys are never stored: only a sha256 lookup hash
     (embedded store) or nothing at all (AWS, where API Gateway holds the key)."""
 
+    @property
+    def location(self) -> str:
+        """Where the tenants live, in words for operators (a file path, a table name)."""
+        return type(self).__name__
+
     @abstractmethod
     def create_tenant(self, name: str, plan: str) -> Tenant: ...
 

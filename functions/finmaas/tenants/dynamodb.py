@@ -19,6 +19,10 @@ class DynamoDBTenantStore(TenantStore):
         self.client = client
         self.table = table
 
+    @property
+    def location(self) -> str:
+        return f"DynamoDB table {self.table} in {self.client.meta.region_name}"
+
     def _get(self, pk: str) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}},
                                     ConsistentRead=True).get("Item")

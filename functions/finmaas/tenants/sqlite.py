@@ -38,6 +38,10 @@ class SQLiteTenantStore(TenantStore):
         with self._lock:
             self._conn.executescript(SCHEMA)
 
+    @property
+    def location(self) -> str:
+        return f"SQLite {self.path.resolve()}"
+
     def _tenant(self, row: sqlite3.Row | None) -> Tenant | None:
         return Tenant(row["name"], row["plan"], row["status"], row["created_at"]) if row else None
 
