@@ -8,7 +8,7 @@ import warnings
 from datetime import date
 
 import pytest
-from finmaas.cli_ops import load_function
+from finmaas.cli.invoke import load_function
 from finmaas.keys import ensure_events_identity
 
 from tests.conftest import EVENTS, LambdaContext, load_event

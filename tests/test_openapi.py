@@ -181,7 +181,7 @@ def test_real_error_bodies_match_the_error_schema(client, api_key, doc):
 
 
 def test_servers_point_at_where_the_document_was_fetched(client, tmp_path, monkeypatch):
-    from finmaas.cli_ops import load_function
+    from finmaas.cli.invoke import load_function
     from finmaas.config import Settings
     from finmaas.keys import ensure_events_identity
     from finmaas.tenants import open_tenant_store

@@ -155,6 +155,35 @@ def test_keys_are_found_by_id_and_hash_and_revoked(tenants):
         tenants.add_key("k3", "nobody")
 
 
+def test_a_tenant_is_suspended_and_resumed_without_touching_its_plan_or_keys(tenants):
+    tenants.create_tenant("acme", "free")
+    tenants.add_key("k1", "acme", hash_key("secret-1"))
+    suspended = tenants.set_status("acme", "suspended")
+    assert (suspended.status, suspended.active, suspended.plan) == ("suspended", False, "free")
+    assert not tenants.get_tenant("acme").active
+    assert tenants.set_status("acme", "suspended").status == "suspended"  # idempotent
+    assert tenants.find_key_by_hash(hash_key("secret-1")).active  # keys are not revoked
+    assert tenants.set_status("acme", "active").active
+    assert tenants.get_tenant("acme").active
+
+
+def test_set_status_refuses_unknown_tenants_and_statuses(tenants):
+    tenants.create_tenant("acme", "free")
+    with pytest.raises(KeyError):
+        tenants.set_status("nobody", "suspended")
+    assert tenants.get_tenant("nobody") is None  # not created by the update
+    with pytest.raises(ValueError):
+        tenants.set_status("acme", "deleted")
+    assert tenants.get_tenant("acme").active
+
+
+def test_ensure_tenant_creates_once_then_returns_the_tenant_as_it_is(tenants):
+    assert tenants.ensure_tenant("demo", "standard").plan == "standard"
+    again = tenants.ensure_tenant("demo", "free")
+    assert (again.name, again.plan) == ("demo", "standard")
+    assert [t.name for t in tenants.list_tenants()] == ["demo"]
+
+
 # -- store-specific guarantees ---------------------------------------------------------
 def test_dynamodb_spreads_one_tenants_rollups_over_shards_and_sets_ttl():
     with mock_aws():

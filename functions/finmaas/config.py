@@ -2,18 +2,25 @@
 
 An explicit argument always beats the environment: ``Settings.from_env(home=...)``.
 With nothing set, every entry point runs on the embedded defaults: the repository's
-``model_store/`` and a SQLite file under ``MAAS_HOME`` (``./.maas``).
+``model_store/`` and a SQLite file under ``MAAS_HOME`` (see ``default_home``: never the
+current directory).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODEL_STORE = REPO_ROOT / "model_store"
+# Running from a source checkout (make serve, the tests, an editable install) rather
+# than from an installed package, whose parents[2] is some lib/ directory.
+CHECKOUT: Path | None = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() \
+    and Path(__file__).resolve().parent.parent.name == "functions" else None
 
 # Environment variable names, in one place.
 ENV_HOME = "MAAS_HOME"
@@ -33,6 +40,26 @@ ENV_RETENTION_DAYS = "MAAS_USAGE_RETENTION_DAYS"
 ENV_ROLLUP_SHARDS = "MAAS_ROLLUP_SHARDS"
 
 
+def default_home(env: Mapping[str, str], checkout: Path | None = CHECKOUT) -> Path:
+    """Where the embedded store lives when ``MAAS_HOME`` is unset. Never the current
+    directory: ``maas`` run from elsewhere would silently start a new, empty store there.
+
+    - In a source checkout, the repository's ``.maas``: the store ``make serve`` uses,
+      whichever directory a command runs from, and the one ``make clean`` removes.
+    - In an installed package, the user's data directory (XDG):
+      ``$XDG_DATA_HOME/finmaas``, else ``~/.local/share/finmaas``.
+    """
+    if checkout is not None:
+        return checkout / ".maas"
+    data = env.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data):  # the spec says to ignore a relative path
+        user_home = env.get("HOME") or os.path.expanduser("~")
+        if not os.path.isabs(user_home):  # no home at all (some sandboxes)
+            return Path(tempfile.gettempdir()) / "finmaas"
+        data = os.path.join(user_home, ".local", "share")
+    return Path(data) / "finmaas"
+
+
 def _default_threads() -> int:
     # Lambda gives one vCPU per 1,769 MB; os.cpu_count() reports the host's view, which
     # on Lambda matches the vCPUs the function may use.
@@ -43,14 +70,15 @@ def _default_threads() -> int:
 class Settings:
     """Runtime configuration of one process (a Lambda container, the local server, the CLI)."""
 
-    home: Path = field(default_factory=lambda: Path(".maas"))
+    home: Path = field(default_factory=lambda: default_home(os.environ))
     model_store: str = str(BUNDLED_MODEL_STORE)
     usage_table: str | None = None
     rollups_table: str | None = None
     tenants_table: str | None = None
     stage: str = "local"
     alias_ttl_seconds: float = 30.0
-    tenant_cache_seconds: float = 60.0
+    # A suspension or revocation reaches a warm Lambda container within this time.
+    tenant_cache_seconds: float = 5.0
     session_cache_size: int = 8
     ort_threads: int = field(default_factory=_default_threads)
     cache_dir: Path = field(default_factory=lambda: Path("/tmp/finmaas-models"))
@@ -64,8 +92,10 @@ class Settings:
         env = dict(os.environ if env is None else env)
         s = cls()
         values: dict[str, Any] = {}
-        if ENV_HOME in env:
+        if env.get(ENV_HOME):
             values["home"] = Path(env[ENV_HOME])
+        elif "home" not in overrides:
+            values["home"] = default_home(env)
         if ENV_MODEL_STORE in env:
             values["model_store"] = env[ENV_MODEL_STORE]
         for name, key in (

@@ -4,6 +4,9 @@ It does what API Gateway does in AWS, in the same order: checks ``x-api-key`` (a
 sha256 hashes in the embedded store), applies the key's usage plan (token-bucket rate
 limit with burst, then the monthly request quota) and hands the app the request context
 API Gateway would (``requestContext.requestId`` and ``identity.apiKeyId``).
+
+A suspended tenant's keys are refused (403) before any limit is counted, read from the
+store on every request; in AWS, suspension disables the tenant's gateway keys instead.
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ class LocalGateway:
                           "the key store is unavailable; retry shortly", {"Retry-After": "1"})
         if record is None or not record.active or tenant is None:
             return None, (401, "invalid_api_key", "this API key is not valid", {})
+        if not tenant.active:  # read on every request: a suspension applies at once
+            return None, (403, "tenant_suspended", f"tenant {tenant.name} is {tenant.status}",
+                          {})
         return record.key_id, self._admit(record.key_id, get_plan(tenant.plan))
 
     def _admit(self, key_id: str, plan: Plan) -> Rejection | None:

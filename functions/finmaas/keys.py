@@ -1,9 +1,13 @@
-"""Issuing and revoking API keys for tenants.
+"""Issuing and revoking API keys for tenants, and suspending or resuming a tenant's keys.
 
-- Embedded (local): the key is a random secret; only its sha256 is stored.
+- Embedded (local): the key is a random secret; only its sha256 is stored. The local
+  gateway reads the tenant's status on every request, so suspension is the store's
+  status alone.
 - AWS: the key is an API Gateway API key attached to the usage plan of the tenant's plan
   (named ``finmaas-<stage>-<plan>`` by the CDK app); the tenants table maps its id to the
   tenant. API Gateway enforces throttle and quota; the function trusts its key id.
+  Suspending a tenant also disables its gateway keys, so API Gateway refuses them before
+  the function runs; resuming enables the keys that were not revoked.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .tenants import ApiKey, TenantStore
+from .tenants import ApiKey, Tenant, TenantStore
 from .tenants.base import hash_key
 
 # The events in events/ carry this API Gateway key id; `maas invoke` registers it.
@@ -45,6 +49,12 @@ class LocalKeyIssuer:
     def revoke(self, key_id: str) -> ApiKey:
         return self.tenants.revoke_key(key_id)
 
+    def suspend(self, tenant: str) -> Tenant:
+        return self.tenants.set_status(tenant, "suspended")
+
+    def resume(self, tenant: str) -> Tenant:
+        return self.tenants.set_status(tenant, "active")
+
 
 class ApiGatewayKeyIssuer:
     def __init__(self, tenants: TenantStore, stage: str, *, client: Any = None) -> None:
@@ -73,7 +83,8 @@ class ApiGatewayKeyIssuer:
         secret = new_secret()
         created = self.client.create_api_key(
             name=f"finmaas-{self.stage}-{tenant}-{secrets.token_hex(3)}", value=secret,
-            enabled=True, tags={"finmaas:tenant": tenant, "finmaas:stage": self.stage})
+            enabled=record.active,  # a suspended tenant's new key waits for resume
+            tags={"finmaas:tenant": tenant, "finmaas:stage": self.stage})
         try:
             self.client.create_usage_plan_key(usagePlanId=plan_id, keyId=created["id"],
                                               keyType="API_KEY")
@@ -84,14 +95,40 @@ class ApiGatewayKeyIssuer:
         return IssuedKey(key, secret)
 
     def revoke(self, key_id: str) -> ApiKey:
-        self.client.update_api_key(apiKey=key_id, patchOperations=[
-            {"op": "replace", "path": "/enabled", "value": "false"}])
+        if self.tenants.get_key(key_id) is None:  # only keys this stack issued
+            raise KeyError(f"no key {key_id!r}")
+        self._set_enabled(key_id, False, missing_ok=True)
         return self.tenants.revoke_key(key_id)
+
+    def suspend(self, tenant: str) -> Tenant:
+        """The status first (the function refuses the tenant from then on), then the
+        gateway keys; a failure halfway leaves the tenant suspended, and a rerun finishes."""
+        record = self.tenants.set_status(tenant, "suspended")
+        for key in self.tenants.list_keys(tenant):
+            if key.active:
+                self._set_enabled(key.key_id, False, missing_ok=True)
+        return record
+
+    def resume(self, tenant: str) -> Tenant:
+        """The keys first, then the status: a failure halfway leaves the tenant suspended."""
+        if self.tenants.get_tenant(tenant) is None:
+            raise KeyError(f"no tenant {tenant!r}")
+        for key in self.tenants.list_keys(tenant):
+            if key.active:
+                self._set_enabled(key.key_id, True)
+        return self.tenants.set_status(tenant, "active")
+
+    def _set_enabled(self, key_id: str, enabled: bool, *, missing_ok: bool = False) -> None:
+        try:
+            self.client.update_api_key(apiKey=key_id, patchOperations=[
+                {"op": "replace", "path": "/enabled", "value": str(enabled).lower()}])
+        except self.client.exceptions.NotFoundException:
+            if not missing_ok:  # a key deleted from API Gateway by hand cannot be used
+                raise
 
 
 def ensure_events_identity(tenants: TenantStore) -> None:
     """Make the key id used by events/*.json known to the embedded store."""
-    if tenants.get_tenant(EVENTS_TENANT) is None:
-        tenants.create_tenant(EVENTS_TENANT, DEMO_PLAN)
+    tenants.ensure_tenant(EVENTS_TENANT, DEMO_PLAN)
     if tenants.get_key(EVENTS_KEY_ID) is None:
         tenants.add_key(EVENTS_KEY_ID, EVENTS_TENANT)

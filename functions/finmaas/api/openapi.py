@@ -222,7 +222,7 @@ RETRY_AFTER = {"description": "seconds to wait before retrying",
 ERROR_TEXT = {
     400: "malformed JSON or Idempotency-Key (malformed_json, invalid_idempotency_key)",
     401: "missing or invalid API key (missing_api_key, invalid_api_key)",
-    403: "the key's tenant is suspended (tenant_inactive)",
+    403: "the key's tenant is suspended (tenant_suspended)",
     404: "unknown model or version (model_not_found, version_not_found)",
     409: "Idempotency-Key reused for another body (idempotency_key_reused)",
     413: "body too large or too many instances (body_too_large, too_many_instances)",

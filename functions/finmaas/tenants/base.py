@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,40}[a-z0-9]$")
+# A suspended tenant keeps its plan, keys and invoices; every call with its keys is refused.
+TENANT_STATUSES = ("active", "suspended")
 
 
 def hash_key(key: str) -> str:
@@ -50,6 +52,11 @@ class TenantStore(ABC):
     """Tenants and API keys. Clear-text keys are never stored: only a sha256 lookup hash
     (embedded store) or nothing at all (AWS, where API Gateway holds the key)."""
 
+    @property
+    def location(self) -> str:
+        """Where the tenants live, in words for operators (a file path, a table name)."""
+        return type(self).__name__
+
     @abstractmethod
     def create_tenant(self, name: str, plan: str) -> Tenant: ...
 
@@ -61,6 +68,10 @@ class TenantStore(ABC):
 
     @abstractmethod
     def set_plan(self, name: str, plan: str) -> Tenant: ...
+
+    @abstractmethod
+    def set_status(self, name: str, status: str) -> Tenant:
+        """Suspend (``suspended``) or resume (``active``) a tenant; KeyError if unknown."""
 
     @abstractmethod
     def add_key(self, key_id: str, tenant: str, key_hash: str | None = None) -> ApiKey: ...
@@ -77,6 +88,16 @@ class TenantStore(ABC):
     @abstractmethod
     def list_keys(self, tenant: str) -> list[ApiKey]: ...
 
+    def ensure_tenant(self, name: str, plan: str) -> Tenant:
+        """Create the tenant unless it exists (then return it as it is, on whatever plan):
+        two first runs racing to create the same tenant both succeed."""
+        try:
+            return self.create_tenant(name, plan)
+        except TenantExists:
+            tenant = self.get_tenant(name)
+            assert tenant
+            return tenant
+
     def _new_key(self, key_id: str, tenant: str) -> ApiKey:
         """The record for a key about to be stored; the tenant must exist."""
         if self.get_tenant(tenant) is None:
@@ -87,3 +108,8 @@ class TenantStore(ABC):
     def check_name(name: str) -> None:
         if not TENANT_RE.match(name):
             raise ValueError(f"tenant name {name!r}: 3-42 lowercase letters, digits, dashes")
+
+    @staticmethod
+    def check_status(status: str) -> None:
+        if status not in TENANT_STATUSES:
+            raise ValueError(f"tenant status {status!r}: one of {', '.join(TENANT_STATUSES)}")

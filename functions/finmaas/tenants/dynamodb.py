@@ -19,6 +19,10 @@ class DynamoDBTenantStore(TenantStore):
         self.client = client
         self.table = table
 
+    @property
+    def location(self) -> str:
+        return f"DynamoDB table {self.table} in {self.client.meta.region_name}"
+
     def _get(self, pk: str) -> dict[str, Any] | None:
         item = self.client.get_item(TableName=self.table, Key={"pk": {"S": pk}},
                                     ConsistentRead=True).get("Item")
@@ -94,6 +98,16 @@ class DynamoDBTenantStore(TenantStore):
                               UpdateExpression="SET #p = :p",
                               ExpressionAttributeNames={"#p": "plan"},
                               ExpressionAttributeValues={":p": {"S": plan}})
+        tenant = self.get_tenant(name)
+        assert tenant
+        return tenant
+
+    def set_status(self, name: str, status: str) -> Tenant:
+        self.check_status(status)
+        self._update_existing(f"TENANT#{name}", f"no tenant {name!r}",
+                              UpdateExpression="SET #s = :s",  # status is a reserved word
+                              ExpressionAttributeNames={"#s": "status"},
+                              ExpressionAttributeValues={":s": {"S": status}})
         tenant = self.get_tenant(name)
         assert tenant
         return tenant

@@ -27,6 +27,10 @@ class SQLiteTenantStore(TenantStore):
         with self._lock:
             self._conn.executescript(SCHEMA)
 
+    @property
+    def location(self) -> str:
+        return f"SQLite {self.path.resolve()}"
+
     def _tenant(self, row: sqlite3.Row | None) -> Tenant | None:
         return Tenant(row["name"], row["plan"], row["status"], row["created_at"]) if row else None
 
@@ -60,6 +64,17 @@ class SQLiteTenantStore(TenantStore):
         get_plan(plan)
         with self._lock:
             cur = self._conn.execute("UPDATE tenants SET plan = ? WHERE name = ?", (plan, name))
+        if cur.rowcount == 0:
+            raise KeyError(f"no tenant {name!r}")
+        tenant = self.get_tenant(name)
+        assert tenant
+        return tenant
+
+    def set_status(self, name: str, status: str) -> Tenant:
+        self.check_status(status)
+        with self._lock:
+            cur = self._conn.execute("UPDATE tenants SET status = ? WHERE name = ?",
+                                     (status, name))
         if cur.rowcount == 0:
             raise KeyError(f"no tenant {name!r}")
         tenant = self.get_tenant(name)

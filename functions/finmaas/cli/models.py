@@ -1,8 +1,4 @@
-"""``maas``: the operator's and developer's command line.
-
-Commands touch AWS only when the environment points at it (``MAAS_MODEL_STORE=s3://``,
-``MAAS_*_TABLE``); with nothing set they work on the embedded local stores.
-"""
+"""``maas models``: build, verify, list and publish model versions."""
 
 from __future__ import annotations
 
@@ -10,23 +6,18 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import BUNDLED_MODEL_STORE, Settings
+from ..config import BUNDLED_MODEL_STORE, Settings
+from .common import err
 
 
-def _err(msg: str) -> None:
-    print(f"maas: {msg}", file=sys.stderr)
-
-
-# -- models ------------------------------------------------------------------------------
 def cmd_models_build(args: argparse.Namespace) -> int:
     try:
         from finmaas_recipes import RecipeDataError, build_into
     except ImportError as exc:
-        _err(f"training libraries missing ({exc.name}); install with: pip install -e '.[train]'")
+        err(f"training libraries missing ({exc.name}); install with: pip install -e '.[train]'")
         return 2
     store = Path(args.store)
     started = time.perf_counter()
@@ -37,10 +28,10 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     try:
         built = build_into(store, args.names or None, progress=progress)
     except KeyError as exc:
-        _err(str(exc.args[0]))
+        err(str(exc.args[0]))
         return 2
     except RecipeDataError as exc:
-        _err(f"bad training data: {exc}")
+        err(f"bad training data: {exc}")
         return 1
     for m in built:
         metrics = m.card["metrics"]
@@ -53,14 +44,14 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
-    from .modelstore import open_store
-    from .verify import format_table, verify_store
+    from ..modelstore import open_store
+    from ..verify import format_table, verify_store
 
     store = open_store(args.store or Settings.from_env().model_store)
     reports = verify_store(store)
     print(format_table(reports))
     if not reports:
-        _err(f"no models found in {store.uri}")
+        err(f"no models found in {store.uri}")
         return 1
     failed = [r for r in reports if not r.ok]
     ok = len(reports) - len(failed)
@@ -69,8 +60,8 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from .modelstore import open_store
-    from .registry import ModelRegistry
+    from ..modelstore import open_store
+    from ..registry import ModelRegistry
 
     registry = ModelRegistry(open_store(Settings.from_env().model_store))
     print(json.dumps(registry.catalogue(), indent=2))
@@ -78,14 +69,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_publish(args: argparse.Namespace) -> int:
-    from .publish import PublishError, publish
+    from ..publish import PublishError, publish
 
     store = args.store or Settings.from_env().model_store
     source = Path(args.source) if args.source else BUNDLED_MODEL_STORE / args.name / args.version
     try:
         result = publish(source, store, args.name, args.version, alias=args.alias)
     except PublishError as exc:
-        _err(f"not published: {exc}")
+        err(f"not published: {exc}")
         return 1
     what = "uploaded" if result.uploaded else "already present (identical), not re-uploaded"
     print(f"{result.name} v{result.version} {what} in {store}")
@@ -93,10 +84,7 @@ def cmd_models_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: Any) -> None:
     models = sub.add_parser("models", help="build, verify, list and publish models")
     msub = models.add_subparsers(dest="models_command", required=True)
     p = msub.add_parser("build", help="train the bundled models from public data")
@@ -118,30 +106,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_publish)
     p = msub.add_parser("list", help="print the catalogue")
     p.set_defaults(func=cmd_models_list)
-    _extend_parser(sub)
-    return parser
-
-
-def _extend_parser(sub: Any) -> None:
-    """Commands defined in other modules register here (serve, invoke, tenants, ...)."""
-    from . import cli_ops
-
-    cli_ops.register(sub)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except ValueError as exc:  # configuration and argument errors
-        _err(str(exc))
-        return 2
-    except KeyError as exc:  # an unknown tenant, key or model named on the command line
-        _err(str(exc.args[0]) if exc.args else "not found")
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,119 @@
+"""``maas serve``: the local API (gateway + app) under uvicorn, with a demo tenant and key
+so the printed curl works as pasted."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from .common import err, open_tenants
+
+
+def demo_key(settings: Settings) -> str:
+    """The demo tenant's key, created on first run. Its clear text is kept only in
+    ``$MAAS_HOME/demo-key`` (mode 600) so every `make serve` can print a working curl.
+
+    Several servers may start at once on a fresh home: a lock file makes the first create
+    the tenant and key while the others wait, then read the same key."""
+    from ..keys import DEMO_PLAN, EVENTS_TENANT, LocalKeyIssuer
+    from ..tenants.base import hash_key
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "demo-key"
+    with _exclusive(settings.home / "demo-key.lock"):
+        tenants = open_tenants(settings)
+        if path.exists():
+            secret = path.read_text().strip()
+            found = tenants.find_key_by_hash(hash_key(secret))
+            if found and found.active:
+                return secret
+        tenants.ensure_tenant(EVENTS_TENANT, DEMO_PLAN)
+        issued = LocalKeyIssuer(tenants).create(EVENTS_TENANT)
+        _write_private(path, issued.secret + "\n")
+    print(f"created demo tenant {EVENTS_TENANT!r} (plan {DEMO_PLAN}) and key "
+          f"{issued.key.key_id}", file=sys.stderr)
+    return issued.secret
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock across processes, released when the file closes (also when the
+    process dies). Without fcntl (Windows) concurrent first runs may each create a key;
+    every key printed still works."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Readable by the owner only from its first byte, and never seen half-written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def local_app(settings: Settings) -> Any:
+    from ..api import build_services, create_app
+    from ..gateway import LocalGateway
+
+    services = build_services(settings)
+    metering = services.metering
+    seed = getattr(metering, "count_requests", None)
+    return LocalGateway(create_app(services), services.tenants, quota_seed=seed)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings.from_env()
+    if settings.uses_dynamodb or settings.tenants_table:
+        err("maas serve runs the embedded stores; unset MAAS_*_TABLE to serve locally")
+        return 2
+    key = demo_key(settings)
+    app = local_app(settings)
+    example = _example_body("credit-risk", settings)
+    base = f"http://{args.host}:{args.port}"
+    print(f"\nFinMaaS local API on {base}\n"
+          f"models: {settings.model_store}\n"
+          f"store: {app.tenants.location}\n"
+          f"API docs: {base}/docs\n\nTry it:\n\n"
+          f"curl -s {base}/v1/models/credit-risk/predict \\\n"
+          f"  -H 'x-api-key: {key}' \\\n"
+          f"  -H 'content-type: application/json' \\\n"
+          f"  -d '{example}'\n", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _example_body(model: str, settings: Settings) -> str:
+    from ..modelstore import open_store
+    from ..registry import ModelRegistry
+
+    registry = ModelRegistry(open_store(settings.model_store))
+    card = registry.card(model, registry.resolve(model))
+    return json.dumps({"instances": [card.raw["example"]]}, separators=(",", ":"))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the local API (gateway + app) with uvicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
