@@ -11,7 +11,6 @@ store on every request; in AWS, suspension disables the tenant's gateway keys in
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -21,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 
+from .errors import ApiError
 from .plans import Plan, get_plan
 from .tenants import TenantStore
 from .tenants.base import hash_key
@@ -70,7 +71,7 @@ class LocalGateway:
 
     async def _reject(self, send: Any, status: int, code: str, message: str,
                       headers: dict[str, str] | None = None) -> None:
-        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+        body = orjson.dumps(ApiError(message, code=code, status=status).body())
         raw = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
