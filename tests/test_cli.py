@@ -431,3 +431,38 @@ def test_the_serve_banner_names_the_store(home):
         proc.wait(10)
     banner = "".join(lines)
     assert f"store: SQLite {(home / 'finmaas.sqlite3').resolve()}" in banner, banner
+
+
+def test_serve_reports_and_skips_a_damaged_model_and_serves_the_rest(home, store_copy,
+                                                                       monkeypatch):
+    import httpx
+
+    from tests.conftest import example
+    from tests.server import Server
+
+    # Given one garbled card and one model without aliases.json
+    (store_copy / "credit-risk" / "1" / "card.json").write_text("{not json")
+    (store_copy / "market-volatility" / "aliases.json").unlink()
+    monkeypatch.setenv("MAAS_MODEL_STORE", str(store_copy))
+    # When the server starts, it starts
+    server = Server(home).start()
+    try:
+        key = (home / "demo-key").read_text().strip()
+        h = {"x-api-key": key}
+        # Then the healthy models answer, the damaged ones alone do not
+        ok = httpx.post(f"{server.url}/v1/models/loan-default/predict", headers=h,
+                        json={"instances": [example("loan-default")]})
+        assert ok.status_code == 200
+        bad = httpx.post(f"{server.url}/v1/models/credit-risk/predict", headers=h,
+                         json={"instances": [example("credit-risk")]})
+        assert bad.status_code == 503 and bad.json()["error"]["code"] == "store_corrupt"
+        assert str(store_copy) not in bad.text
+        listed = httpx.get(f"{server.url}/v1/models", headers=h).json()["models"]
+        assert sorted(m["name"] for m in listed) == ["loan-default", "mortgage-approval"]
+    finally:
+        server.stop()
+    # And the operator was told which models are not served, and why
+    err = server.proc.stderr.read().decode()
+    assert "model credit-risk is not served: credit-risk/1/card.json" in err
+    assert "model market-volatility is not served: market-volatility/aliases.json is " \
+           "missing" in err

@@ -19,7 +19,7 @@ from typing import Any
 
 from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
-from .modelstore import ModelStore, ObjectNotFound
+from .modelstore import CorruptObject, ModelStore, ObjectNotFound
 from .runtime import LoadedModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
@@ -175,6 +175,10 @@ class ModelRegistry:
             return fn(*args)
         except ObjectNotFound as exc:
             raise NotFound("not found") from exc
+        except CorruptObject as exc:  # a damaged store, not a passing fault
+            log.error("store object unreadable", extra={"key": exc.key, "error": str(exc)})
+            raise ServiceUnavailable(f"{exc.key} in the model store is damaged",
+                                     code="store_corrupt", retry_after=60) from exc
         except StoreError as exc:
             log.warning("model store unavailable", extra={"error": str(exc)})
             raise ServiceUnavailable("the model store is unavailable; retry shortly",

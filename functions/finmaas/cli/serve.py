@@ -87,13 +87,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     key = demo_key(settings)
     app = local_app(settings)
-    example = _example_body("credit-risk", settings)
+    examples, problems = servable_models(app.app.state.services.registry)
+    for name, problem in problems.items():
+        err(f"model {name} is not served: {problem}")
+    if not examples:
+        err(f"no model in {settings.model_store} can be served; the API starts empty")
+    model = "credit-risk" if "credit-risk" in examples else next(iter(examples), "credit-risk")
+    example = json.dumps({"instances": [examples.get(model, {})]}, separators=(",", ":"))
     base = f"http://{args.host}:{args.port}"
     print(f"\nFinMaaS local API on {base}\n"
           f"models: {settings.model_store}\n"
           f"store: {app.tenants.location}\n"
           f"API docs: {base}/docs\n\nTry it:\n\n"
-          f"curl -s {base}/v1/models/credit-risk/predict \\\n"
+          f"curl -s {base}/v1/models/{model}/predict \\\n"
           f"  -H 'x-api-key: {key}' \\\n"
           f"  -H 'content-type: application/json' \\\n"
           f"  -d '{example}'\n", flush=True)
@@ -102,13 +108,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _example_body(model: str, settings: Settings) -> str:
-    from ..modelstore import open_store
-    from ..registry import ModelRegistry
+def servable_models(registry: Any) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each model's production example, and why any model cannot be served. One garbled
+    card or a missing ``aliases.json`` is reported and skipped (the API answers 503 or 404
+    for that model alone); it does not keep the server from starting."""
+    from ..errors import ApiError
 
-    registry = ModelRegistry(open_store(settings.model_store))
-    card = registry.card(model, registry.resolve(model))
-    return json.dumps({"instances": [card.raw["example"]]}, separators=(",", ":"))
+    examples: dict[str, dict[str, Any]] = {}
+    problems: dict[str, str] = {}
+    for name in registry.names():
+        try:
+            card = registry.card(name, registry.resolve(name))
+        except ApiError as exc:
+            problems[name] = (f"{name}/aliases.json is missing" if exc.code == "model_not_found"
+                              else exc.message)
+            continue
+        example = card.raw.get("example")
+        examples[name] = example if isinstance(example, dict) else {}
+    return examples, problems
 
 
 def register(sub: Any) -> None:

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from .base import ModelStore, ObjectNotFound
+from .base import CorruptObject, ModelStore, ObjectNotFound
 from .local import LocalModelStore
 
-__all__ = ["LocalModelStore", "ModelStore", "ObjectNotFound", "open_store"]
+__all__ = ["CorruptObject", "LocalModelStore", "ModelStore", "ObjectNotFound", "open_store"]
 
 
 def open_store(uri: str, *, cache_dir: str | None = None, s3_client: object | None = None

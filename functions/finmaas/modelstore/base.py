@@ -12,6 +12,14 @@ class ObjectNotFound(StoreError):
     """The key does not exist in the store (an unknown model or version)."""
 
 
+class CorruptObject(StoreError):
+    """The object exists but cannot be read as what it should be (garbled JSON)."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key} is not valid JSON: {detail}")
+        self.key = key
+
+
 class ModelStore(ABC):
     """Read-only access to a model store. Writes go through ``publish`` (CLI only)."""
 
@@ -40,4 +48,4 @@ class ModelStore(ABC):
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise StoreError(f"{self.uri}/{key} is not valid JSON: {exc}") from exc
+            raise CorruptObject(key, str(exc)) from exc
