@@ -64,9 +64,10 @@ def settings(tmp_path: Path):
 
 @pytest.fixture
 def services(settings):
+    """Configured as the local server runs them (store work off the event loop)."""
     from finmaas.api import build_services
 
-    return build_services(settings)
+    return build_services(settings, offload=True)
 
 
 @pytest.fixture

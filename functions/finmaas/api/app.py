@@ -47,24 +47,25 @@ class Services:
     tenants: TenantStore
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
+    offload: bool = False  # True in the long-running local server (see ``run``)
 
     def __post_init__(self) -> None:
         self.directory = TenantDirectory(self.tenants, ttl=self.settings.tenant_cache_seconds)
         self.predictions = PredictionService(self.registry, self.metering, self.telemetry)
-        # On Lambda a container serves one request at a time: a thread hop would only add
-        # latency. Locally one event loop serves every tenant, and SQLite may wait on a
-        # lock: store work runs in worker threads so /health and the others never freeze.
-        self.inline = self.settings.uses_dynamodb
-
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Blocking store work, off the event loop where there is one to keep free."""
-        if self.inline:
+        """Blocking store work, off the event loop where there is one to keep free.
+
+        A Lambda container serves one request at a time on a loop of its own: a thread hop
+        would only add latency. The local server's one loop serves every tenant and SQLite
+        may wait on a lock, so there (``offload``) store work runs in worker threads and
+        /health and the other tenants never freeze."""
+        if not self.offload:
             return fn(*args)
         return await run_in_threadpool(fn, *args)
 
 
 def build_services(settings: Settings | None = None, *, telemetry: Telemetry | None = None,
-                   **clients: Any) -> Services:
+                   offload: bool = False, **clients: Any) -> Services:
     """Stores chosen by configuration: S3/DynamoDB in AWS, directory/SQLite locally."""
     settings = settings or Settings.from_env()
     telemetry = telemetry or NullTelemetry()
@@ -79,6 +80,7 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
         metering=open_metering_store(settings, dynamodb_client=clients.get("dynamodb")),
         tenants=open_tenant_store(settings, dynamodb_client=clients.get("dynamodb")),
         telemetry=telemetry,
+        offload=offload,
     )
 
 

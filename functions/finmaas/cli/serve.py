@@ -72,7 +72,7 @@ def local_app(settings: Settings) -> Any:
     from ..api import build_services, create_app
     from ..gateway import LocalGateway
 
-    services = build_services(settings)
+    services = build_services(settings, offload=True)
     metering = services.metering
     seed = getattr(metering, "count_requests", None)
     return LocalGateway(create_app(services), services.tenants, quota_seed=seed)
