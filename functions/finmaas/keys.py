@@ -131,4 +131,8 @@ def ensure_events_identity(tenants: TenantStore) -> None:
     """Make the key id used by events/*.json known to the embedded store."""
     tenants.ensure_tenant(EVENTS_TENANT, DEMO_PLAN)
     if tenants.get_key(EVENTS_KEY_ID) is None:
-        tenants.add_key(EVENTS_KEY_ID, EVENTS_TENANT)
+        try:
+            tenants.add_key(EVENTS_KEY_ID, EVENTS_TENANT)
+        except Exception:  # a concurrent first `maas invoke` added it first
+            if tenants.get_key(EVENTS_KEY_ID) is None:
+                raise

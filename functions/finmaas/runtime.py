@@ -51,6 +51,8 @@ def sha256_file(path: Path) -> str:
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAGNITUDE_LIMITS: dict[Any, float] = {np.float32: FLOAT32_MAX, np.int64: float(2**62),
+                                      np.int32: float(2**31 - 1)}
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class _Column:
 
     @property
     def magnitude_limit(self) -> float | None:
-        """A graph computing in float32 would turn larger finite numbers into infinity."""
-        return FLOAT32_MAX if self.dtype is np.float32 else None
+        """The largest magnitude the graph's input type holds: a float32 graph would turn
+        larger finite numbers into infinity, an integer graph would wrap them around."""
+        return MAGNITUDE_LIMITS.get(self.dtype)
 
 
 def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
@@ -78,6 +81,9 @@ def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
         elif spec.type != "category" and typ not in ("tensor(float)", "tensor(double)",
                                                      "tensor(int64)", "tensor(int32)"):
             problems.append(f"{spec.name}: numeric input but graph wants {typ}")
+        elif spec.type == "number" and typ in ("tensor(int64)", "tensor(int32)"):
+            problems.append(f"{spec.name}: a number input (fractions allowed) but the graph "
+                            f"wants {typ}: declare it integer")
     for name in sorted(set(graph_inputs) - set(card.input_names)):
         problems.append(f"graph input {name!r} is not in the card")
     outputs = {o.name: o.shape for o in session.get_outputs()}
@@ -252,7 +258,7 @@ class LoadedModel:
                 v = math.nan
             elif limit is not None and abs(v) > limit:
                 fail(i, spec.name, "out_of_range",
-                     f"{spec.name} is beyond the model's numeric range (about 3.4e38)")
+                     f"{spec.name} is beyond the model's numeric range (about {limit:.2g})")
                 v = math.nan
             elif spec.type == "integer" and v != int(v):
                 fail(i, spec.name, "not_integer", f"{spec.name} must be a whole number")
@@ -263,9 +269,10 @@ class LoadedModel:
             append(v)
         try:
             return np.array(out, dtype=col.dtype).reshape(-1, 1)
-        except (OverflowError, ValueError):
-            return np.full((len(out), 1), math.nan if col.dtype is not object else "",
-                           dtype=col.dtype)
+        except (OverflowError, ValueError):  # a problem was recorded; the batch is refused
+            filler = "" if col.dtype is object else (
+                math.nan if np.issubdtype(col.dtype, np.floating) else 0)
+            return np.full((len(out), 1), filler, dtype=col.dtype)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Scores, all finite: a NaN or infinity is never returned, so never billed."""
