@@ -16,8 +16,8 @@ from tests.conftest import example, make_tenant
 TODAY = date(2026, 11, 23)
 
 
-def row(day, model, units, price, version="1", requests=1):
-    return DailyUsage(day, model, version, requests, units, Decimal(price) * units)
+def row(day, model, units, price, version="1", requests=1, kind="prediction"):
+    return DailyUsage(day, model, version, requests, units, Decimal(price) * units, kind)
 
 
 def test_plans_file_defines_free_standard_enterprise():
@@ -27,6 +27,16 @@ def test_plans_file_defines_free_standard_enterprise():
     assert plans["enterprise"].discount_percent > 0
     assert plans["enterprise"].rate_limit_rps > plans["standard"].rate_limit_rps > \
         plans["free"].rate_limit_rps
+
+
+def test_explanations_are_their_own_line_and_not_covered_by_included_predictions():
+    rows = [row("2026-10-01", "credit-risk", 3, "0.0005"),
+            row("2026-10-01", "credit-risk", 2, "0.002", kind="explanation")]
+    inv = build_invoice("acme", get_plan("free"), "2026-10", rows, TODAY)
+    assert [(ln["kind"], ln["units"], ln["amount_usd"]) for ln in inv["lines"]] == [
+        ("explanation", 2, "0.004"), ("prediction", 3, "0.0015")]
+    assert inv["included_units"]["used"] == 3 and inv["total_usd"] == "0.00"
+    assert inv["subtotal_usd"] == "0.0055"
 
 
 def test_invoice_lines_per_model_and_version_with_exact_amounts():

@@ -46,13 +46,13 @@ def tenants(stores):
 
 
 def rec(n: int, *, tenant="acme", model="credit-risk", version="1", units=3,
-        price="0.0005", ts=T0, idem=None, fp="f") -> UsageRecord:
+        price="0.0005", ts=T0, idem=None, fp="f", kind="prediction") -> UsageRecord:
     request_id = f"req-{n}"
     return UsageRecord(
         record_id=record_id_for(tenant, request_id, idem), request_id=request_id,
         tenant=tenant, key_id="k1", model=model, version=version, units=units,
         unit_price=Decimal(price), amount=Decimal(price) * units, latency_ms=4, timestamp=ts,
-        fingerprint=fp, idempotency_key=idem)
+        fingerprint=fp, idempotency_key=idem, kind=kind)
 
 
 # -- metering ------------------------------------------------------------------------
@@ -90,6 +90,16 @@ def test_rollups_group_by_day_model_and_version_exactly(metering):
         r.day for r in metering.month_usage("acme", "2026-10"))
     assert metering.month_usage("acme", "2026-11") == []
     assert metering.daily_usage("other", date(2026, 1, 1), date(2026, 12, 31)) == []
+
+
+def test_explanations_roll_up_apart_from_predictions(metering):
+    metering.record(rec(1, units=3))
+    metering.record(rec(2, units=2, price="0.002", kind="explanation"))
+    metering.record(rec(3, units=1, price="0.002", kind="explanation"))
+    rows = metering.month_usage("acme", "2026-10")
+    assert {(r.kind, r.requests, r.units, r.amount) for r in rows} == {
+        ("prediction", 1, 3, Decimal("0.0015")), ("explanation", 2, 3, Decimal("0.006"))}
+    assert metering.get(rec(2).record_id).kind == "explanation"
 
 
 def test_concurrent_duplicates_bill_once(metering):
@@ -214,6 +224,33 @@ def test_sqlite_write_failure_is_metering_unavailable(tmp_path):
     with pytest.raises(MeteringUnavailable):
         store.record(rec(1))
     assert store.get(rec(1).record_id) is None  # the record insert was rolled back too
+
+
+def test_a_store_from_before_kinds_is_migrated_with_its_history(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE usage_records (
+            record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, tenant TEXT NOT NULL,
+            key_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+            units INTEGER NOT NULL, unit_price TEXT NOT NULL, amount TEXT NOT NULL,
+            latency_ms INTEGER NOT NULL, ts TEXT NOT NULL, month TEXT NOT NULL,
+            fingerprint TEXT NOT NULL, idempotency_key TEXT, expires_at INTEGER NOT NULL);
+        CREATE TABLE usage_rollups (
+            tenant TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL,
+            version TEXT NOT NULL, requests INTEGER NOT NULL, units INTEGER NOT NULL,
+            amount_nanos INTEGER NOT NULL, PRIMARY KEY (tenant, day, model, version));
+        INSERT INTO usage_rollups VALUES ('acme', '2026-10-30', 'credit-risk', '1', 4, 9,
+                                          4500000);
+    """)
+    old.close()
+    store = SQLiteMeteringStore(path)
+    store.record(rec(1, units=2, price="0.002", kind="explanation"))
+    rows = store.month_usage("acme", "2026-10")
+    assert {(r.kind, r.requests, r.units) for r in rows} == {("prediction", 4, 9),
+                                                             ("explanation", 1, 2)}
 
 
 def test_sqlite_purges_expired_raw_records_but_keeps_rollups(tmp_path):

@@ -1,9 +1,10 @@
 """Invoices from daily rollups and the tenant's plan. Pure functions: no store, no clock.
 
 Rules (also in the README):
-- one line per model and version: units, unit price, amount = units x unit price (exact);
-- the plan's included units are free, applied in chronological order (day, then model
-  and version), i.e. the month's first N predicted rows cost nothing;
+- one line per model, version and kind (predictions, explanations): units, unit price,
+  amount = units x unit price (exact);
+- the plan's included units are free predictions, applied in chronological order (day,
+  then model and version), i.e. the month's first N predicted rows cost nothing;
 - the plan's discount applies to what remains;
 - the total is rounded half-up to cents once, at the end; nothing else is rounded.
 """
@@ -55,7 +56,7 @@ def usage_report(tenant: str, lo: date, hi: date, rows: list[DailyUsage]) -> dic
         "start": lo.isoformat(),
         "end": hi.isoformat(),
         "currency": "USD",
-        "days": [{"date": r.day, "model": r.model, "version": r.version,
+        "days": [{"date": r.day, "model": r.model, "version": r.version, "kind": r.kind,
                   "requests": r.requests, "units": r.units, "amount_usd": format_usd(r.amount)}
                  for r in rows],
         "totals": {"requests": sum(r.requests for r in rows),
@@ -66,20 +67,22 @@ def usage_report(tenant: str, lo: date, hi: date, rows: list[DailyUsage]) -> dic
 
 def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
                   today: date) -> dict[str, Any]:
-    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    lines: dict[tuple[str, str, str], dict[str, Any]] = {}
     remaining = plan.included_units
     included_value = Decimal(0)
     included_used = 0
-    for r in sorted(rows, key=lambda r: (r.day, r.model, r.version)):
+    for r in sorted(rows, key=lambda r: (r.day, r.model, r.version, r.kind)):
         if r.units == 0:
             continue
         unit_price = r.amount / r.units
-        line = lines.setdefault((r.model, r.version), {
-            "model": r.model, "version": r.version, "requests": 0, "units": 0,
+        line = lines.setdefault((r.model, r.version, r.kind), {
+            "model": r.model, "version": r.version, "kind": r.kind, "requests": 0, "units": 0,
             "unit_price": unit_price, "amount": Decimal(0)})
         line["requests"] += r.requests
         line["units"] += r.units
         line["amount"] += r.amount
+        if r.kind != "prediction":
+            continue  # the plan's included units are predictions
         free = min(remaining, r.units)
         remaining -= free
         included_used += free
@@ -95,10 +98,12 @@ def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
         "currency": "USD",
         "status": "open" if month >= today.strftime("%Y-%m") else "final",
         "lines": [
-            {"model": ln["model"], "version": ln["version"], "requests": ln["requests"],
-             "units": ln["units"], "unit_price_usd": format_usd(ln["unit_price"]),
+            {"model": ln["model"], "version": ln["version"], "kind": ln["kind"],
+             "requests": ln["requests"], "units": ln["units"],
+             "unit_price_usd": format_usd(ln["unit_price"]),
              "amount_usd": format_usd(ln["amount"])}
-            for ln in sorted(lines.values(), key=lambda ln: (ln["model"], ln["version"]))
+            for ln in sorted(lines.values(),
+                             key=lambda ln: (ln["model"], ln["version"], ln["kind"]))
         ],
         "subtotal_usd": format_usd(subtotal),
         "included_units": {"allowance": plan.included_units, "used": included_used,

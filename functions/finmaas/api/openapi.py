@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from ..billing import MONTH_RE
 from ..cards import NAME_RE, VERSION_RE, CardDocument, InputSpec, ModelCard, card_json_schema
+from ..metering import KINDS
 from ..registry import ModelRegistry
 from ..runtime import FLOAT32_MAX
 
@@ -101,6 +102,8 @@ USD = {"type": "string", "pattern": USD_PATTERN,
        "description": "exact decimal US dollars, no exponent (e.g. \"0.0005\")"}
 DATE = {"type": "string", "format": "date"}
 MODEL_NAME = {"type": "string", "pattern": NAME_RE.pattern}
+KIND = {"type": "string", "enum": list(KINDS),
+        "description": "what the units count: predicted rows, or explained rows"}
 VERSION = {"type": "string", "pattern": VERSION_RE.pattern}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -173,8 +176,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "totals": ref("UsageTotals"),
     }),
     "UsageDay": _obj({
-        "date": DATE, "model": MODEL_NAME, "version": VERSION, "requests": COUNT,
-        "units": COUNT, "amount_usd": USD,
+        "date": DATE, "model": MODEL_NAME, "version": VERSION, "kind": KIND,
+        "requests": COUNT, "units": COUNT, "amount_usd": USD,
     }),
     "UsageTotals": _obj({"requests": COUNT, "units": COUNT, "amount_usd": USD}),
     "Invoice": _obj({
@@ -192,8 +195,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       "description": "rounded half-up to cents, once"},
     }),
     "InvoiceLine": _obj({
-        "model": MODEL_NAME, "version": VERSION, "requests": COUNT, "units": COUNT,
-        "unit_price_usd": USD, "amount_usd": USD,
+        "model": MODEL_NAME, "version": VERSION, "kind": KIND, "requests": COUNT,
+        "units": COUNT, "unit_price_usd": USD, "amount_usd": USD,
     }),
     "IncludedUnits": _obj({"allowance": COUNT, "used": COUNT, "credit_usd": USD}),
     "Discount": _obj({"percent": {"type": "string", "pattern": DECIMAL_PATTERN},

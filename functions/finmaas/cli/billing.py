@@ -17,7 +17,7 @@ def cloud_event(rec: Any, stage: str) -> dict[str, Any]:
     """CloudEvents 1.0, the shape OpenMeter ingests (id = request id, subject = tenant)."""
     return {
         "specversion": "1.0",
-        "type": "finmaas.prediction",
+        "type": f"finmaas.{rec.kind}",
         "source": f"finmaas/{stage}",
         "id": rec.request_id,
         "subject": rec.tenant,
@@ -76,8 +76,8 @@ def cmd_invoices_show(args: argparse.Namespace) -> int:
         return 0
     print(f"Invoice {invoice['month']} for {invoice['tenant']} (plan {invoice['plan']}, "
           f"{invoice['status']})\n")
-    table(["model", "version", "requests", "units", "unit price USD", "amount USD"],
-          [(ln["model"], ln["version"], str(ln["requests"]), str(ln["units"]),
+    table(["model", "version", "kind", "requests", "units", "unit price USD", "amount USD"],
+          [(ln["model"], ln["version"], ln["kind"], str(ln["requests"]), str(ln["units"]),
             ln["unit_price_usd"], ln["amount_usd"]) for ln in invoice["lines"]])
     inc = invoice["included_units"]
     print(f"\nsubtotal            {invoice['subtotal_usd']}\n"

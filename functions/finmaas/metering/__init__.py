@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import (
+    KINDS,
     DailyUsage,
     MeteringStore,
     MeteringUnavailable,
@@ -13,7 +14,7 @@ from .base import (
     record_id_for,
 )
 
-__all__ = ["DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
+__all__ = ["KINDS", "DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
            "format_usd", "open_metering_store", "record_id_for"]
 
 

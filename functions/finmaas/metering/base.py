@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 NANO = Decimal("0.000000001")
+# What a usage record's units count: predicted rows, or explained rows (priced apart).
+KINDS = ("prediction", "explanation")
 
 
 class MeteringUnavailable(Exception):
@@ -64,6 +66,7 @@ class UsageRecord:
     timestamp: datetime
     fingerprint: str
     idempotency_key: str | None = None
+    kind: str = "prediction"
 
     @property
     def day(self) -> str:
@@ -76,7 +79,8 @@ class UsageRecord:
 
 @dataclass(frozen=True)
 class DailyUsage:
-    """One rollup row: a tenant's usage of one model version on one UTC day."""
+    """One rollup row: a tenant's usage of one model version, of one kind (predictions or
+    explanations), on one UTC day."""
 
     day: str
     model: str
@@ -84,6 +88,7 @@ class DailyUsage:
     requests: int
     units: int
     amount: Decimal
+    kind: str = "prediction"
 
 
 def utcnow() -> datetime:

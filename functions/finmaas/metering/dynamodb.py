@@ -5,10 +5,11 @@ Two tables:
 - usage (partition key ``pk`` = record id): one item per successful call. Record ids are
   unique per request, so writes spread over every partition whatever the tenant's rate.
   ``expires_at`` is the table's TTL attribute: raw records age out after the retention.
-- rollups (``pk`` = ``<tenant>#<YYYY-MM>#<shard>``, ``sk`` = ``<day>#<model>#<version>``):
-  per-day counters. The shard (a hash of the record id, ``rollup_shards`` of them) spreads
-  one tenant's counter updates over many partition keys, so 2,000 calls/s become ~63
-  updates/s per key at 32 shards, far under a partition's 1,000 writes/s.
+- rollups (``pk`` = ``<tenant>#<YYYY-MM>#<shard>``, ``sk`` = ``<day>#<model>#<version>``
+  for predictions, ``...#<kind>`` for other kinds such as explanations): per-day
+  counters. The shard (a hash of the record id, ``rollup_shards`` of them) spreads one
+  tenant's counter updates over many partition keys, so 2,000 calls/s become ~63 updates/s
+  per key at 32 shards, far under a partition's 1,000 writes/s.
 
 A record and its rollup increment are one ``TransactWriteItems``: the put is conditional on
 the record id being new, so a retried request can neither bill twice nor leave a
@@ -40,6 +41,12 @@ def _n(v: int | Decimal) -> dict[str, str]:
     return {"N": str(v)}
 
 
+def rollup_sort_key(rec: UsageRecord) -> str:
+    """Predictions keep the sort key they always had; other kinds add theirs."""
+    base = f"{rec.day}#{rec.model}#{rec.version}"
+    return base if rec.kind == "prediction" else f"{base}#{rec.kind}"
+
+
 class DynamoDBMeteringStore(MeteringStore):
     def __init__(self, usage_table: str, rollups_table: str, *, client: Any = None,
                  shards: int = 32, retention_days: int = 400) -> None:
@@ -64,6 +71,7 @@ class DynamoDBMeteringStore(MeteringStore):
             "latency_ms": _n(rec.latency_ms), "ts": _s(rec.timestamp.isoformat()),
             "month": _s(rec.month), "fingerprint": _s(rec.fingerprint),
             "expires_at": _n(int((rec.timestamp + self.retention).timestamp())),
+            "kind": _s(rec.kind),
         }
         if rec.idempotency_key is not None:
             item["idempotency_key"] = _s(rec.idempotency_key)
@@ -79,14 +87,15 @@ class DynamoDBMeteringStore(MeteringStore):
             {"Update": {
                 "TableName": self.rollups_table,
                 "Key": {"pk": _s(f"{rec.tenant}#{rec.month}#{shard:03d}"),
-                        "sk": _s(f"{rec.day}#{rec.model}#{rec.version}")},
+                        "sk": _s(rollup_sort_key(rec))},
                 "UpdateExpression": "ADD requests :one, units :u, amount :a "
-                                    "SET tenant = :t, #d = :d, model = :m, version = :v",
-                "ExpressionAttributeNames": {"#d": "day"},
+                                    "SET tenant = :t, #d = :d, model = :m, version = :v, "
+                                    "#k = :k",
+                "ExpressionAttributeNames": {"#d": "day", "#k": "kind"},
                 "ExpressionAttributeValues": {
                     ":one": _n(1), ":u": _n(rec.units), ":a": _n(rec.amount),
                     ":t": _s(rec.tenant), ":d": _s(rec.day), ":m": _s(rec.model),
-                    ":v": _s(rec.version)},
+                    ":v": _s(rec.version), ":k": _s(rec.kind)},
             }},
         ]
         for attempt in range(RETRIES + 1):
@@ -125,6 +134,7 @@ class DynamoDBMeteringStore(MeteringStore):
             amount=Decimal(v["amount"]), latency_ms=int(v["latency_ms"]),
             timestamp=datetime.fromisoformat(v["ts"]).astimezone(UTC),
             fingerprint=v["fingerprint"], idempotency_key=v.get("idempotency_key"),
+            kind=v.get("kind", "prediction"),
         )
 
     def get(self, record_id: str) -> UsageRecord | None:
@@ -170,16 +180,17 @@ class DynamoDBMeteringStore(MeteringStore):
         keys = [f"{tenant}#{mo}#{s:03d}" for mo in months for s in range(self.shards)]
         with ThreadPoolExecutor(max_workers=8) as pool:
             pages = list(pool.map(lambda pk: self._query_shard(pk, lo, hi), keys))
-        totals: dict[tuple[str, str, str], list[Any]] = {}
+        totals: dict[tuple[str, str, str, str], list[Any]] = {}
         for page in pages:
             for raw in page:
                 v = {k: next(iter(x.values())) for k, x in raw.items()}
-                acc = totals.setdefault((v["day"], v["model"], v["version"]), [0, 0, Decimal(0)])
+                key = (v["day"], v["model"], v["version"], v.get("kind", "prediction"))
+                acc = totals.setdefault(key, [0, 0, Decimal(0)])
                 acc[0] += int(v["requests"])
                 acc[1] += int(v["units"])
                 acc[2] += Decimal(v["amount"])
-        return [DailyUsage(d, mo, ver, r, u, a)
-                for (d, mo, ver), (r, u, a) in sorted(totals.items())]
+        return [DailyUsage(d, mo, ver, r, u, a, kind)
+                for (d, mo, ver, kind), (r, u, a) in sorted(totals.items())]
 
     def export(self, month: str) -> Iterator[UsageRecord]:
         """A filtered Scan: an offline operator job over at most the retention window."""

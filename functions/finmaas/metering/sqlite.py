@@ -31,14 +31,30 @@ CREATE TABLE IF NOT EXISTS usage_records (
     key_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
     units INTEGER NOT NULL, unit_price TEXT NOT NULL, amount TEXT NOT NULL,
     latency_ms INTEGER NOT NULL, ts TEXT NOT NULL, month TEXT NOT NULL,
-    fingerprint TEXT NOT NULL, idempotency_key TEXT, expires_at INTEGER NOT NULL
+    fingerprint TEXT NOT NULL, idempotency_key TEXT, expires_at INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'prediction'
 );
 CREATE INDEX IF NOT EXISTS usage_by_month ON usage_records (month);
 CREATE TABLE IF NOT EXISTS usage_rollups (
     tenant TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
     requests INTEGER NOT NULL, units INTEGER NOT NULL, amount_nanos INTEGER NOT NULL,
-    PRIMARY KEY (tenant, day, model, version)
+    kind TEXT NOT NULL DEFAULT 'prediction',
+    PRIMARY KEY (tenant, day, model, version, kind)
 );
+"""
+# A store written before usage had kinds: every record and rollup was a prediction.
+MIGRATE_KINDS = """
+ALTER TABLE usage_records ADD COLUMN kind TEXT NOT NULL DEFAULT 'prediction';
+CREATE TABLE usage_rollups_kinds (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+    requests INTEGER NOT NULL, units INTEGER NOT NULL, amount_nanos INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'prediction',
+    PRIMARY KEY (tenant, day, model, version, kind)
+);
+INSERT INTO usage_rollups_kinds SELECT tenant, day, model, version, requests, units,
+    amount_nanos, 'prediction' FROM usage_rollups;
+DROP TABLE usage_rollups;
+ALTER TABLE usage_rollups_kinds RENAME TO usage_rollups;
 """
 
 
@@ -49,6 +65,9 @@ class SQLiteMeteringStore(MeteringStore):
         self._conn = connect(self.path)
         self._lock = threading.Lock()
         with self._lock:
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(usage_records)")}
+            if columns and "kind" not in columns:
+                self._conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_KINDS} COMMIT;")
             self._conn.executescript(SCHEMA)
             # Raw records expire (like DynamoDB TTL); rollups are kept.
             self._conn.execute("DELETE FROM usage_records WHERE expires_at < ?",
@@ -61,21 +80,21 @@ class SQLiteMeteringStore(MeteringStore):
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     cur = self._conn.execute(
-                        "INSERT INTO usage_records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                        "INSERT INTO usage_records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                         "ON CONFLICT(record_id) DO NOTHING",
                         (rec.record_id, rec.request_id, rec.tenant, rec.key_id, rec.model,
                          rec.version, rec.units, str(rec.unit_price), str(rec.amount),
                          rec.latency_ms, rec.timestamp.isoformat(), rec.month,
-                         rec.fingerprint, rec.idempotency_key, expires),
+                         rec.fingerprint, rec.idempotency_key, expires, rec.kind),
                     )
                     if cur.rowcount == 1:
                         self._conn.execute(
-                            "INSERT INTO usage_rollups VALUES (?,?,?,?,1,?,?) "
-                            "ON CONFLICT(tenant, day, model, version) DO UPDATE SET "
+                            "INSERT INTO usage_rollups VALUES (?,?,?,?,1,?,?,?) "
+                            "ON CONFLICT(tenant, day, model, version, kind) DO UPDATE SET "
                             "requests = requests + 1, units = units + excluded.units, "
                             "amount_nanos = amount_nanos + excluded.amount_nanos",
                             (rec.tenant, rec.day, rec.model, rec.version, rec.units,
-                             to_nanos(rec.amount)),
+                             to_nanos(rec.amount), rec.kind),
                         )
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -98,7 +117,7 @@ class SQLiteMeteringStore(MeteringStore):
             units=row["units"], unit_price=Decimal(row["unit_price"]),
             amount=Decimal(row["amount"]), latency_ms=row["latency_ms"],
             timestamp=datetime.fromisoformat(row["ts"]), fingerprint=row["fingerprint"],
-            idempotency_key=row["idempotency_key"],
+            idempotency_key=row["idempotency_key"], kind=row["kind"],
         )
 
     def get(self, record_id: str) -> UsageRecord | None:
@@ -115,13 +134,13 @@ class SQLiteMeteringStore(MeteringStore):
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT * FROM usage_rollups WHERE tenant = ? AND day BETWEEN ? AND ? "
-                    "ORDER BY day, model, version",
+                    "ORDER BY day, model, version, kind",
                     (tenant, start.isoformat(), end.isoformat()),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
         return [DailyUsage(r["day"], r["model"], r["version"], r["requests"], r["units"],
-                           from_nanos(r["amount_nanos"])) for r in rows]
+                           from_nanos(r["amount_nanos"]), r["kind"]) for r in rows]
 
     def export(self, month: str) -> Iterator[UsageRecord]:
         try:
