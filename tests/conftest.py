@@ -119,3 +119,51 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# -- tree ensembles as the explainer reads them ----------------------------------------
+def lightgbm_trees(booster) -> list[dict[str, list]]:
+    """A LightGBM booster's trees as finmaas.explain node arrays (preorder, root 0).
+
+    ``decision_type "<="`` sends ``x <= threshold`` left (the true child). NaN goes to the
+    default side when ``missing_type`` is "NaN"; with "None" LightGBM reads NaN as 0.0,
+    which for NaN is the same as sending it where 0.0 goes. "Zero" also sends 0.0 itself
+    to the default side, which node arrays cannot say, so it is refused. Covers are the
+    training row counts LightGBM's own TreeSHAP uses.
+    """
+    return [_lightgbm_tree(info["tree_structure"])
+            for info in booster.dump_model()["tree_info"]]
+
+
+def _lightgbm_tree(root: dict) -> dict[str, list]:
+    nodes: dict[str, list] = {k: [] for k in ("feature", "threshold", "mode", "true_child",
+                                              "false_child", "missing_true", "value", "cover")}
+
+    def add(node: dict) -> int:
+        me = len(nodes["feature"])
+        for column in nodes.values():
+            column.append(None)
+        if "split_feature" not in node:  # a leaf (a one-leaf tree has no count)
+            fields = dict(feature=-1, threshold=0.0, mode="LEAF", true_child=-1,
+                          false_child=-1, missing_true=False, value=node["leaf_value"],
+                          cover=node.get("leaf_count", 1))
+        else:
+            if node["decision_type"] != "<=":
+                raise NotImplementedError(f"decision_type {node['decision_type']!r}")
+            missing = node["missing_type"]
+            if missing == "NaN":
+                nan_left = node["default_left"]
+            elif missing == "None":
+                nan_left = node["threshold"] >= 0.0
+            else:
+                raise NotImplementedError(f"missing_type {missing!r}")
+            left, right = add(node["left_child"]), add(node["right_child"])
+            fields = dict(feature=node["split_feature"], threshold=node["threshold"],
+                          mode="BRANCH_LEQ", true_child=left, false_child=right,
+                          missing_true=nan_left, value=0.0, cover=node["internal_count"])
+        for key, value in fields.items():
+            nodes[key][me] = value
+        return me
+
+    add(root)
+    return nodes
