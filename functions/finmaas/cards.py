@@ -75,6 +75,25 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class VersionFile:
+    """A file of the version besides its graph (explainer data, a tokenizer)."""
+
+    file: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExplanationSpec:
+    method: str
+    file: str
+    output_space: str
+    attribution: Literal["fields", "components"]
+    # name -> (text toward the outcome, text away from it), "{value}" for the caller's value
+    reasons: dict[str, tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class ModelCard:
     name: str
     version: str
@@ -89,11 +108,22 @@ class ModelCard:
     artifact_bytes: int
     usd_per_1k: Decimal
     raw: dict[str, Any]
+    files: tuple[VersionFile, ...] = ()
+    explanation: ExplanationSpec | None = None
+    usd_per_1k_explanations: Decimal | None = None
 
     @property
     def unit_price(self) -> Decimal:
         """Price of one predicted row, exact."""
         return self.usd_per_1k / 1000
+
+    def price_of(self, kind: str) -> Decimal:
+        """Price of one row of a usage kind (a prediction, or an explanation), exact."""
+        if kind == "explanation":
+            if self.usd_per_1k_explanations is None:
+                raise ValueError(f"{self.name} v{self.version} has no explanation price")
+            return self.usd_per_1k_explanations / 1000
+        return self.unit_price
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -115,7 +145,18 @@ class ModelCard:
                       unknown_category=i.unknown_category, unit=i.unit, minimum=i.minimum,
                       maximum=i.maximum)
             for i in card.inputs)
+        explanation = None
+        if card.explanation is not None:
+            explanation = ExplanationSpec(
+                method=card.explanation.method, file=card.explanation.file,
+                output_space=card.explanation.output_space,
+                attribution=card.explanation.attribution,
+                reasons={n: (r.toward, r.away) for n, r in (card.reasons or {}).items()})
+        extra_price = card.pricing.usd_per_1k_explanations
         return cls(
+            files=tuple(VersionFile(f.file, f.sha256, f.bytes) for f in card.files),
+            explanation=explanation,
+            usd_per_1k_explanations=Decimal(extra_price) if extra_price else None,
             name=card.name,
             version=card.version,
             task=card.task,
@@ -189,11 +230,45 @@ class CardArtifact(_Section):
     bytes: int = Field(gt=0)
 
 
+PRICE_PATTERN = r"^[0-9]+(\.[0-9]{1,6})?$"
+
+
 class CardPricing(_Section):
     usd_per_1k_predictions: str = Field(
-        pattern=r"^[0-9]+(\.[0-9]{1,6})?$",
+        pattern=PRICE_PATTERN,
         description="decimal string, at most 6 decimals (a unit price stays exact in "
                     "nano-dollars), e.g. '0.50'")
+    usd_per_1k_explanations: str | None = Field(
+        default=None, pattern=PRICE_PATTERN,
+        description="price of explained rows; required when the card has an explanation")
+
+
+class CardFile(_Section):
+    """A file of the version besides the graph, covered by its sha256 like the graph."""
+
+    file: str = Field(pattern=r"^[^/.][^/]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(gt=0)
+
+
+class CardExplanation(_Section):
+    """How the model explains: an exact method over the file of explainer data."""
+
+    method: Literal["tree_path_dependent", "linear"]
+    file: str = Field(pattern=r"^[^/.][^/]*$")
+    output_space: str = Field(description="where contributions add up, e.g. 'log-odds of "
+                                          "default' or the regression's value")
+    attribution: Literal["fields", "components"] = Field(
+        default="fields", description="contributions per card input field, or per derived "
+                                      "component the model is linear in")
+
+
+class CardReason(_Section):
+    """Texts for an applicant: when a field pushed toward the outcome, and away from it.
+    ``{value}`` stands for the caller's value."""
+
+    toward: str = Field(min_length=1)
+    away: str = Field(min_length=1)
 
 
 class CardMetrics(_Section):
@@ -218,6 +293,27 @@ class CardDocument(_Section):
     serving: CardServing
     example: dict[str, Any] | None = Field(
         default=None, description="one valid instance; verify, publish and load predict it")
+    files: list[CardFile] = Field(default_factory=list)
+    explanation: CardExplanation | None = None
+    reasons: dict[str, CardReason] | None = None
+    global_importance: dict[str, float] | None = Field(
+        default=None, description="mean |contribution| per field on the holdout")
+
+    @model_validator(mode="after")
+    def _explainable(self) -> CardDocument:
+        if self.explanation is None:
+            return self
+        if self.pricing.usd_per_1k_explanations is None:
+            raise ValueError("a card with an explanation needs pricing.usd_per_1k_explanations")
+        if self.explanation.file not in {f.file for f in self.files}:
+            raise ValueError(f"explanation.file {self.explanation.file!r} is not in files")
+        if not self.reasons:
+            raise ValueError("a card with an explanation needs reasons (texts per field)")
+        if self.explanation.attribution == "fields":
+            unknown = sorted(set(self.reasons) - {i.name for i in self.inputs})
+            if unknown:
+                raise ValueError(f"reasons name fields that are not inputs: {unknown}")
+        return self
 
     @field_validator("inputs")
     @classmethod

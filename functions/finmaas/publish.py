@@ -30,7 +30,17 @@ class PublishResult:
     aliases: dict[str, str]
 
 
-def check_model_dir(source: Path, name: str, version: str) -> tuple[ModelCard, bytes, bytes]:
+@dataclass(frozen=True)
+class CheckedVersion:
+    """A version directory opened as the server will open it, with the bytes to upload."""
+
+    card: ModelCard
+    card_bytes: bytes
+    model_bytes: bytes
+    files: dict[str, bytes]
+
+
+def check_model_dir(source: Path, name: str, version: str) -> CheckedVersion:
     """The version opened as the server will open it (``runtime.open_version``)."""
     try:
         card_bytes = (source / "card.json").read_bytes()
@@ -46,11 +56,13 @@ def check_model_dir(source: Path, name: str, version: str) -> tuple[ModelCard, b
     if not artifact.is_file():
         raise PublishError(f"{artifact} is missing")
     model_bytes = artifact.read_bytes()
+    files = {f.file: (source / f.file).read_bytes() for f in card.files
+             if (source / f.file).is_file()}
     try:
-        open_version(card, model_bytes)
+        open_version(card, model_bytes, files=files)
     except VersionRejected as exc:
         raise PublishError(f"{artifact} cannot be served: {exc}") from exc
-    return card, model_bytes, card_bytes
+    return CheckedVersion(card, card_bytes, model_bytes, files)
 
 
 class _S3Target:
@@ -102,7 +114,8 @@ def publish(source: Path, store: str, name: str, version: str, *, alias: str | N
             s3_client: Any = None) -> PublishResult:
     if alias is not None and not ALIAS_RE.match(alias):
         raise PublishError(f"alias {alias!r}: lowercase letters, digits and dashes")
-    card, model_bytes, card_bytes = check_model_dir(source, name, version)
+    checked = check_model_dir(source, name, version)
+    card = checked.card
     target = _S3Target(store, s3_client) if store.startswith("s3://") else _DirTarget(store)
     prefix = f"{name}/{version}"
     existing = target.get(f"{prefix}/card.json")
@@ -116,8 +129,13 @@ def publish(source: Path, store: str, name: str, version: str, *, alias: str | N
             raise PublishError(f"{name} v{version} already exists with other bytes; versions "
                                "are immutable, publish a new version")
     else:
-        target.put(f"{prefix}/{card.artifact_file}", model_bytes, "application/octet-stream")
-        target.put(f"{prefix}/card.json", card_bytes, "application/json")
+        # every other file and the graph first, the card last: a version exists for the
+        # registry once its card does, so a half-finished upload is never served
+        for file, data in sorted(checked.files.items()):
+            target.put(f"{prefix}/{file}", data, "application/octet-stream")
+        target.put(f"{prefix}/{card.artifact_file}", checked.model_bytes,
+                   "application/octet-stream")
+        target.put(f"{prefix}/card.json", checked.card_bytes, "application/json")
         uploaded = True
     raw_aliases = target.get(f"{name}/aliases.json")
     aliases: dict[str, str] = json.loads(raw_aliases) if raw_aliases else {}

@@ -145,16 +145,21 @@ class ModelRegistry:
         key = f"{card.name}/{card.version}/{card.artifact_file}"
         try:
             path = self._guard(self.store.artifact_path, key, card.sha256)
-        except NotFound as exc:  # a card without its graph: the store is at fault
+            files = {f.file: self._guard(self.store.artifact_path,
+                                         f"{card.name}/{card.version}/{f.file}", f.sha256)
+                     for f in card.files}
+        except NotFound as exc:  # a card without its graph or files: the store is at fault
             log.error("artifact missing", extra={"model": card.name, "version": card.version,
                                                  "key": key})
             raise ServiceUnavailable(f"{card.name} v{card.version} is not available",
                                      code="model_unavailable", retry_after=60) from exc
         try:
-            return open_version(card, path, threads=self.ort_threads)
+            return open_version(card, path, files=files, threads=self.ort_threads)
         except VersionRejected as exc:
             if exc.integrity:
                 self.store.evict(key, card.sha256)
+                for f in card.files:
+                    self.store.evict(f"{card.name}/{card.version}/{f.file}", f.sha256)
                 log.error("artifact sha256 mismatch: refusing to serve",
                           extra={"model": card.name, "version": card.version,
                                  "expected": card.sha256, "problems": exc.problems})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from .cards import InputSpec, ModelCard
-from .errors import ApiError, Unprocessable
+from .errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
+from .explain.attribution import FEATURES_OUTPUT, ExplainerMismatch, ModelExplainer
 
 MAX_DETAILS = 50
 VECTORISE_FROM = 32
@@ -99,52 +101,82 @@ def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
     return problems
 
 
-def open_version(card: ModelCard, artifact: Path | bytes, *, threads: int = 1) -> LoadedModel:
+def _read(source: Path | bytes) -> bytes:
+    return source if isinstance(source, bytes) else source.read_bytes()
+
+
+def _check_bytes(what: str, source: Path | bytes, sha256: str, size: int) -> None:
+    actual = (len(source) if isinstance(source, bytes) else source.stat().st_size)
+    digest = (hashlib.sha256(source).hexdigest() if isinstance(source, bytes)
+              else sha256_file(source))
+    if digest != sha256:
+        raise VersionRejected([f"{what}: sha256 does not match the card"], integrity=True)
+    if actual != size:
+        raise VersionRejected([f"{what}: size {actual} != card's {size}"], integrity=True)
+
+
+def open_version(card: ModelCard, artifact: Path | bytes, *,
+                 files: Mapping[str, Path | bytes] | None = None,
+                 threads: int = 1) -> LoadedModel:
     """The one door through which a model version is opened, for the registry, ``verify``
-    and ``publish`` alike: the bytes must be the card's (sha256, size), the graph must load
-    and agree with the card, and the card's example must predict a finite score. Raises
-    ``VersionRejected`` with every reason."""
+    and ``publish`` alike: the graph and every file the card lists must be the card's
+    bytes (sha256, size), the graph must load and agree with the card, the explainer data
+    must describe the graph, and the card's example must predict a finite score (and
+    explain it, when the model explains). Raises ``VersionRejected`` with every reason."""
     import onnxruntime as ort
 
-    data = artifact if isinstance(artifact, bytes) else None
-    size = len(data) if data is not None else artifact.stat().st_size  # type: ignore[union-attr]
-    digest = (hashlib.sha256(data).hexdigest() if data is not None
-              else sha256_file(artifact))  # type: ignore[arg-type]
-    if digest != card.sha256:
-        raise VersionRejected(["sha256 does not match the card"], integrity=True)
-    if size != card.artifact_bytes:
-        raise VersionRejected([f"size {size} != card's {card.artifact_bytes}"], integrity=True)
+    files = files or {}
+    _check_bytes(card.artifact_file, artifact, card.sha256, card.artifact_bytes)
+    for listed in card.files:
+        if listed.file not in files:
+            raise VersionRejected([f"{listed.file} (listed in the card) is missing"])
+        _check_bytes(listed.file, files[listed.file], listed.sha256, listed.bytes)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    data = artifact if isinstance(artifact, bytes) else None
     try:
         session = ort.InferenceSession(data if data is not None else str(artifact),
                                        sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise VersionRejected([f"graph does not load: {exc}"]) from exc
+    explainer = None
+    if card.explanation is not None:
+        try:
+            explainer = ModelExplainer.from_bytes(card, _read(files[card.explanation.file]))
+        except ExplainerMismatch as exc:
+            raise VersionRejected([f"explainer: {exc}"]) from exc
     try:
-        model = LoadedModel(card, session)
+        model = LoadedModel(card, session, explainer)
     except GraphMismatch as exc:
         raise VersionRejected(str(exc).split("; ")) from exc
     example = card.raw.get("example")
     if example is not None:
         try:
             model.predict([example])
+            if explainer is not None:
+                model.explain([example])
         except Exception as exc:
             why = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details) \
-                if isinstance(exc, ApiError) and exc.details else str(exc)
+                if isinstance(exc, ApiError) and exc.details else str(exc.__cause__ or exc)
             raise VersionRejected([f"the card's example does not predict: {why}"]) from exc
     return model
 
 
 class LoadedModel:
-    def __init__(self, card: ModelCard, session: Any) -> None:
+    def __init__(self, card: ModelCard, session: Any,
+                 explainer: ModelExplainer | None = None) -> None:
         problems = graph_mismatches(card, session)
+        if explainer is not None and FEATURES_OUTPUT not in {
+                o.name for o in session.get_outputs()}:
+            problems.append(f"the card explains, but the graph has no {FEATURES_OUTPUT!r} "
+                            "output")
         if problems:
             raise GraphMismatch("; ".join(problems))
         self.card = card
         self.session = session
+        self.explainer = explainer
         types = {i.name: i.type for i in session.get_inputs()}
         self._columns = [
             _Column(spec, _ORT_DTYPES[types[spec.name]], frozenset(spec.categories))
@@ -276,7 +308,9 @@ class LoadedModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Scores, all finite: a NaN or infinity is never returned, so never billed."""
-        out = self.session.run([self.card.graph_output], feeds)[0]
+        return self._scores(self.session.run([self.card.graph_output], feeds)[0])
+
+    def _scores(self, out: np.ndarray) -> np.ndarray:
         if self.card.graph_column is not None and out.ndim == 2:
             out = out[:, self.card.graph_column]
         values = np.asarray(out, dtype=np.float64).reshape(-1)
@@ -300,3 +334,25 @@ class LoadedModel:
 
     def predict(self, instances: list[Any]) -> list[dict[str, Any]]:
         return self.format(self.run(self.feeds(instances)))
+
+    def explain(self, instances: list[Any]) -> list[dict[str, Any]]:
+        """Each record's prediction (as ``predict`` answers it) with its exact attribution:
+        raw score, contributions per field or component, and reasons. Computed from the
+        same run of the same graph that produced the score."""
+        if self.explainer is None:
+            raise NotFound(f"{self.card.name} v{self.card.version} does not explain its "
+                           "predictions", code="explanations_not_available")
+        feeds = self.feeds(instances)
+        out, features = self.session.run([self.card.graph_output, FEATURES_OUTPUT], feeds)
+        values = self._scores(out)
+        try:
+            contributions, raw = self.explainer.attributions(features, values)
+        except ExplainerMismatch as exc:
+            raise ServiceUnavailable(
+                f"{self.card.name} v{self.card.version} cannot explain this score; nothing "
+                "was billed", code="explainer_mismatch", retry_after=60) from exc
+        predictions = self.format(values)
+        for pred, extra in zip(predictions, self.explainer.records(
+                instances, features, contributions, raw), strict=True):
+            pred.update(extra)
+        return predictions

@@ -50,8 +50,16 @@ def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
     except ObjectNotFound:
         report.problems.append(f"{card.artifact_file} missing")
         return report
+    files = {}
+    for listed in card.files:
+        try:
+            files[listed.file] = store.artifact_path(f"{name}/{version}/{listed.file}",
+                                                     listed.sha256)
+        except ObjectNotFound:
+            report.problems.append(f"{listed.file} missing")
+            return report
     try:
-        open_version(card, path)
+        open_version(card, path, files=files)
     except VersionRejected as exc:
         report.problems += exc.problems
     return report

@@ -1,7 +1,10 @@
-"""Explanations: how much each input moved one prediction of a served tree model.
+"""Explanations: how much each input moved one prediction of a served model.
 
-``TreeExplainer`` computes exact path-dependent SHAP values (what LightGBM's
-``pred_contrib`` computes) with numpy alone, so it runs inside the Lambda bundle. It takes
+``ModelExplainer`` (``attribution``) answers in the card's terms: contributions per field
+or component, the base value, reasons. Underneath, ``LinearExplainer`` (``linear``) is
+exact linear SHAP against the training means, and ``TreeExplainer`` computes exact
+path-dependent SHAP values (what LightGBM's ``pred_contrib`` computes) with numpy alone,
+so it runs inside the Lambda bundle. It takes
 the ensemble as node arrays, one mapping per tree, every list indexed by node id (node 0
 the root):
 
@@ -22,6 +25,8 @@ the root):
     training rows (or weight) that reached the node, > 0; a branch's equals its children's
 """
 
+from finmaas.explain.attribution import ExplainerMismatch, ModelExplainer
+from finmaas.explain.linear import LinearExplainer
 from finmaas.explain.treeshap import TreeExplainer
 
-__all__ = ["TreeExplainer"]
+__all__ = ["ExplainerMismatch", "LinearExplainer", "ModelExplainer", "TreeExplainer"]
