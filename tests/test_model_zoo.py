@@ -59,11 +59,16 @@ def test_committed_graph_matches_trained_model_on_holdout(name, built_models):
     assert np.max(np.abs(served - built.holdout_reference)) <= 1e-5
 
 
+def files_of(card: dict) -> dict[str, str]:
+    return {f["file"]: f["sha256"] for f in card.get("files", [])}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_rebuild_reproduces_committed_model_byte_for_byte(name, built_models):
     built = built_models[name]
     card = committed_card(name)
     assert common.sha256_hex(built.onnx_bytes) == card["artifact"]["sha256"]
+    assert {f: common.sha256_hex(d) for f, d in built.files.items()} == files_of(card)
     assert built.card["metrics"] == card["metrics"]
 
 
@@ -76,7 +81,8 @@ from finmaas_recipes import RECIPES, common
 out = {}
 for name in sys.argv[1:]:
     built = RECIPES[name].build()
-    out[name] = [common.sha256_hex(built.onnx_bytes), built.card["metrics"]]
+    out[name] = [common.sha256_hex(built.onnx_bytes), built.card["metrics"],
+                 {f: common.sha256_hex(d) for f, d in built.files.items()}]
 print(json.dumps(out))
 """
 
@@ -95,7 +101,8 @@ def test_rebuild_is_byte_identical_whichever_blas_kernels_run(coretype):
     # Then each graph has the committed bytes and the card the committed metrics
     for name in MODEL_NAMES:
         card = committed_card(name)
-        assert rebuilt[name] == [card["artifact"]["sha256"], card["metrics"]], name
+        assert rebuilt[name] == [card["artifact"]["sha256"], card["metrics"],
+                                 files_of(card)], name
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

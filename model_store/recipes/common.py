@@ -38,6 +38,10 @@ class BuiltModel:
     # Holdout features and the trained model's own predictions, kept for parity tests.
     holdout_features: pd.DataFrame | None = field(default=None, repr=False)
     holdout_reference: np.ndarray | None = field(default=None, repr=False)
+    # Other files of the version (name -> bytes), each listed in the card with its sha256.
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # The fitted model itself, for tests that compare against the training library.
+    model: Any = field(default=None, repr=False)
 
 
 def load_rdataset(package: str, item: str) -> pd.DataFrame:
@@ -211,8 +215,8 @@ def exact_tree_thresholds(onx: Any, booster: Any) -> int:
 
 def to_onnx_classifier(
     pipeline: Any, numeric_cols: Sequence[str], category_cols: Sequence[str], doc: str,
-    name: str,
-) -> bytes:
+    name: str, *, proto: bool = False,
+) -> Any:
     """Convert a fitted sklearn pipeline with one named graph input per business field."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -236,7 +240,7 @@ def to_onnx_classifier(
     del onx.opset_import[:]
     for domain, version in imports:
         onx.opset_import.add(domain=domain, version=version)
-    return onx.SerializeToString()
+    return onx if proto else onx.SerializeToString()
 
 
 def onnx_feeds(X: pd.DataFrame, numeric_cols: Sequence[str], category_cols: Sequence[str],
@@ -278,23 +282,54 @@ def sha256_hex(data: bytes) -> str:
 
 
 def write_model(store: Path, built: BuiltModel, alias: str | None = "production") -> Path:
-    """Write ``<name>/<version>/{model.onnx,card.json}`` and point ``alias`` at it."""
+    """Write ``<name>/<version>/{model.onnx,card.json,...}`` and point ``alias`` at it."""
     target = store / built.name / built.version
     target.mkdir(parents=True, exist_ok=True)
-    card = dict(built.card)
-    card["artifact"] = {
-        "file": "model.onnx",
-        "sha256": sha256_hex(built.onnx_bytes),
-        "bytes": len(built.onnx_bytes),
-    }
     (target / "model.onnx").write_bytes(built.onnx_bytes)
-    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    for file, data in built.files.items():
+        (target / file).write_bytes(data)
+    (target / "card.json").write_text(json.dumps(finished_card(built), indent=2) + "\n")
     if alias:
         aliases_path = store / built.name / "aliases.json"
         aliases = json.loads(aliases_path.read_text()) if aliases_path.exists() else {}
         aliases[alias] = built.version
         aliases_path.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")
     return target
+
+
+def finished_card(built: BuiltModel) -> dict[str, Any]:
+    """The card with the sha256 and size of the graph and of every other file, and, for a
+    model that explains, its global importance on the holdout."""
+    card = dict(built.card)
+    card["artifact"] = {
+        "file": "model.onnx",
+        "sha256": sha256_hex(built.onnx_bytes),
+        "bytes": len(built.onnx_bytes),
+    }
+    if built.files:
+        card["files"] = [{"file": f, "sha256": sha256_hex(d), "bytes": len(d)}
+                         for f, d in sorted(built.files.items())]
+    if "explanation" in card and built.holdout_features is not None:
+        card["global_importance"] = global_importance(card, built)
+    return card
+
+
+def global_importance(card: dict[str, Any], built: BuiltModel) -> dict[str, float]:
+    """Mean |contribution| per field (or component) over the holdout, largest first,
+    computed by the server's own explainer through the server's own door."""
+    from finmaas.cards import ModelCard
+    from finmaas.runtime import open_version
+
+    model = open_version(ModelCard.parse(card), built.onnx_bytes, files=built.files)
+    inputs = card["inputs"]
+    records = [example_record(row, inputs) for _, row in built.holdout_features.iterrows()]
+    totals: dict[str, float] = {}
+    for start in range(0, len(records), 500):
+        for pred in model.explain(records[start:start + 500]):
+            for name, value in pred["contributions"].items():
+                totals[name] = totals.get(name, 0.0) + abs(value)
+    mean = {n: float(f"{t / len(records):.4g}") for n, t in totals.items()}
+    return dict(sorted(mean.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def category_input(name: str, categories: Sequence[str], description: str, *,
@@ -351,17 +386,66 @@ def example_record(row: pd.Series, inputs: list[dict[str, Any]]) -> dict[str, An
     return out
 
 
-def export_classifier(name: str, model: Any, X_te: pd.DataFrame, numeric_cols: Sequence[str],
-                      category_cols: Sequence[str], doc: str) -> tuple[bytes, np.ndarray, float]:
-    """Convert a fitted classifier pipeline and prove ONNX parity on its holdout.
+@dataclass
+class Exported:
+    """A converted classifier: its graph (with the ``features`` output the explainer
+    reads), the trained model's own holdout scores, parity, and its explainer data."""
 
-    Returns the ONNX bytes, the trained model's own holdout probabilities, and the parity.
-    """
+    onnx_bytes: bytes
+    reference: np.ndarray
+    parity: float
+    explainer: dict[str, Any]
+
+
+def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
+                      numeric_cols: Sequence[str], category_cols: Sequence[str],
+                      doc: str) -> Exported:
+    """Convert a fitted classifier pipeline, prove ONNX parity on its holdout, and read
+    the explainer data off the converted graph (trees or coefficients)."""
+    from . import explainers
+
     reference = model.predict_proba(X_te)[:, 1]
-    onnx_bytes = to_onnx_classifier(model, numeric_cols, category_cols, doc, name)
+    onx = to_onnx_classifier(model, numeric_cols, category_cols, doc, name, proto=True)
+    pre, final = model.steps[0][1], model.steps[-1][1]
+    columns = explainers.column_fields(pre, X_tr)
+    explainers.expose_features(onx)
+    onnx_bytes = onx.SerializeToString()
+    if hasattr(final, "booster_"):
+        explainer = explainers.tree_explainer(onx, final.booster_, columns)
+    else:
+        # the baseline: training means of the preprocessed columns, computed by numpy in
+        # float64 (CPU-independent, so a rebuild writes the same explainer bytes)
+        train = np.asarray(pre.transform(X_tr), dtype=np.float64)
+        explainer = explainers.linear_explainer(onx, train, columns)
     served = run_onnx(onnx_bytes, onnx_feeds(X_te, numeric_cols, category_cols),
                       "probabilities", 1)
-    return onnx_bytes, reference, check_parity(name, reference, served)
+    return Exported(onnx_bytes, reference, check_parity(name, reference, served), explainer)
+
+
+EXPLAINER_FILE = "explainer.json"
+
+
+def explanation_sections(explainer: dict[str, Any], labels: dict[str, str], *, outcome: str,
+                         output_space: str, attribution: str = "fields") -> dict[str, Any]:
+    """The card's ``explanation`` (method, output space, file) and ``reasons`` sections.
+
+    ``labels`` name each field (or component) for an applicant, with ``{value}`` where the
+    caller's value goes; each gets one text per direction: toward the outcome (the reasons
+    of an adverse-action notice) and away from it."""
+    names = sorted(set(explainer["columns"]))
+    if sorted(labels) != names:
+        raise RuntimeError(f"reason labels {sorted(labels)} != explained names {names}")
+    return {
+        "explanation": {
+            "method": explainer["method"],
+            "file": EXPLAINER_FILE,
+            "output_space": output_space,
+            "attribution": attribution,
+            "exact": True,
+        },
+        "reasons": {n: {"toward": f"{labels[n]} raised {outcome}",
+                        "away": f"{labels[n]} lowered {outcome}"} for n in names},
+    }
 
 
 def holdout_classifier_metrics(y_te: np.ndarray, reference: np.ndarray,

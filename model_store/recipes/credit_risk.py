@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common
+from . import common, explainers
 
 NAME = "credit-risk"
 VERSION = "1"
@@ -45,6 +45,23 @@ CATEGORIES = {
 NUMERIC = ["seniority_years", "term_months", "age", "expenses", "income", "assets", "debt",
            "amount", "price"]
 CATEGORICAL = list(CATEGORIES)
+EXPLAIN_PRICE = "1.50"
+# Each field as an applicant reads it in a reason ("... raised the estimated risk").
+REASON_LABELS = {
+    "seniority_years": "Your time with your current employer ({value} years)",
+    "home": "Your housing situation ({value})",
+    "term_months": "The loan term you asked for ({value} months)",
+    "age": "Your age ({value})",
+    "marital": "Your marital status ({value})",
+    "past_due_records": "Your record of past-due payments ({value})",
+    "job": "Your type of employment ({value})",
+    "expenses": "Your monthly expenses ({value})",
+    "income": "Your monthly income ({value})",
+    "assets": "Your declared assets ({value})",
+    "debt": "Your outstanding debt ({value})",
+    "amount": "The amount you asked to borrow ({value})",
+    "price": "The price of what you are financing ({value})",
+}
 PARAMS = dict(n_estimators=300, learning_rate=0.03, num_leaves=15, min_child_samples=30,
               subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0)
 
@@ -89,8 +106,9 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         X, y, test_size=common.HOLDOUT_FRACTION, random_state=seed, stratify=y
     )
     model = make_model(seed).fit(X_tr, y_tr)
-    onnx_bytes, reference, parity = common.export_classifier(
-        NAME, model, X_te, NUMERIC, CATEGORICAL, __doc__ or NAME)
+    exported = common.export_classifier(NAME, model, X_tr, X_te, NUMERIC, CATEGORICAL,
+                                        __doc__ or NAME)
+    reference, parity = exported.reference, exported.parity
     metrics = common.holdout_classifier_metrics(y_te, reference, lambda: make_model(seed),
                                                 X_tr, y_tr, seed)
     card_inputs = [
@@ -157,6 +175,13 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         "parity": {"max_abs_diff_vs_trained_model": parity, "rows": len(y_te)},
         "built_with": common.library_versions("lightgbm", "scikit-learn", "skl2onnx",
                                               "onnxmltools", "onnx", "onnxruntime"),
-        "pricing": {"usd_per_1k_predictions": PRICE},
+        "pricing": {"usd_per_1k_predictions": PRICE,
+                    "usd_per_1k_explanations": EXPLAIN_PRICE},
+        **common.explanation_sections(exported.explainer, REASON_LABELS,
+                                      outcome="the estimated risk of default",
+                                      output_space="log-odds of default"),
     }
-    return common.BuiltModel(NAME, VERSION, onnx_bytes, card, parity, X_te, reference)
+    return common.BuiltModel(
+        NAME, VERSION, exported.onnx_bytes, card, parity, X_te, reference,
+        files={common.EXPLAINER_FILE: explainers.explainer_bytes(exported.explainer)},
+        model=model)

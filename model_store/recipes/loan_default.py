@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common
+from . import common, explainers
 
 NAME = "loan-default"
 VERSION = "1"
 DATASET = ("modeldata", "lending_club")
 PRICE = "0.50"
 C = 0.01
+EXPLAIN_PRICE = "1.50"
 
 US_STATES = (
     "AK AL AR AZ CA CO CT DC DE FL GA HI IA ID IL IN KS KY LA MA MD ME MI MN MO MS MT NC ND "
@@ -65,6 +66,20 @@ CATEGORY_DOCS = {
 }
 
 
+def reason_labels() -> dict[str, str]:
+    """Each field as the applicant reads it in a reason: its description and value."""
+    labels = {f: f"{d} ({{value}} {u})" if u and u not in ("count",) else f"{d} ({{value}})"
+              for f, (d, u, _i) in NUMERIC_DOCS.items()}
+    labels.update({
+        "term": "Your loan term ({value})",
+        "sub_grade": "The loan's sub-grade ({value})",
+        "addr_state": "Your state ({value})",
+        "verification_status": "Whether your income was verified ({value})",
+        "emp_length": "Your length of employment ({value})",
+    })
+    return labels
+
+
 def load() -> pd.DataFrame:
     return common.load_rdataset(*DATASET)
 
@@ -105,8 +120,9 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         X, y, test_size=common.HOLDOUT_FRACTION, random_state=seed, stratify=y
     )
     model = make_model().fit(X_tr, y_tr)
-    onnx_bytes, reference, parity = common.export_classifier(
-        NAME, model, X_te, NUMERIC, CATEGORICAL, __doc__ or NAME)
+    exported = common.export_classifier(NAME, model, X_tr, X_te, NUMERIC, CATEGORICAL,
+                                        __doc__ or NAME)
+    reference, parity = exported.reference, exported.parity
     metrics = common.holdout_classifier_metrics(y_te, reference, make_model, X_tr, y_tr,
                                                 seed)
     inputs = [common.category_input(c, CATEGORIES[c], CATEGORY_DOCS[c]) for c in CATEGORICAL]
@@ -149,6 +165,13 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         "parity": {"max_abs_diff_vs_trained_model": parity, "rows": len(y_te)},
         "built_with": common.library_versions("scikit-learn", "skl2onnx", "onnx",
                                               "onnxruntime"),
-        "pricing": {"usd_per_1k_predictions": PRICE},
+        "pricing": {"usd_per_1k_predictions": PRICE,
+                    "usd_per_1k_explanations": EXPLAIN_PRICE},
+        **common.explanation_sections(exported.explainer, reason_labels(),
+                                      outcome="the estimated risk of default",
+                                      output_space="log-odds of default"),
     }
-    return common.BuiltModel(NAME, VERSION, onnx_bytes, card, parity, X_te, reference)
+    return common.BuiltModel(
+        NAME, VERSION, exported.onnx_bytes, card, parity, X_te, reference,
+        files={common.EXPLAINER_FILE: explainers.explainer_bytes(exported.explainer)},
+        model=model)

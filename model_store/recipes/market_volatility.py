@@ -17,12 +17,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common
+from . import common, explainers
 
 NAME = "market-volatility"
 VERSION = "1"
 DATASET = ("openintro", "sp500_1950_2018")
 PRICE = "0.20"
+EXPLAIN_PRICE = "0.60"
+# The forecast is linear in these components of the caller's returns: each is explained.
+COMPONENT_LABELS = {
+    "rv_d": "Yesterday's volatility (daily realized volatility {value}, annualized %)",
+    "rv_w": "Last week's volatility (weekly realized volatility {value}, annualized %)",
+    "rv_m": "Last month's volatility (monthly realized volatility {value}, annualized %)",
+    "neg_d": "Yesterday's loss (negative part of the last return, {value} %)",
+    "neg_w": "Last week's loss (negative part of the 5-day return, {value} %)",
+}
 LAGS = 22
 TRADING_DAYS = 252
 HORIZON = 5
@@ -117,7 +126,9 @@ def to_onnx(coef: np.ndarray, intercept: float) -> bytes:
     graph = helper.make_graph(
         nodes, "lhar_volatility",
         [helper.make_tensor_value_info(f, TensorProto.DOUBLE, [None, 1]) for f in RETURN_FIELDS],
-        [helper.make_tensor_value_info("forecast", TensorProto.DOUBLE, [None, 1])],
+        [helper.make_tensor_value_info("forecast", TensorProto.DOUBLE, [None, 1]),
+         # the HAR components, for exact attributions of the forecast to each of them
+         helper.make_tensor_value_info("features", TensorProto.DOUBLE, [None, len(LHAR)])],
         initializer=inits,
         doc_string=__doc__ or NAME,
     )
@@ -209,6 +220,8 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
     baseline = ExactLinearModel.fit(F.loc[train, HAR], y[train])
     reference = model.predict(F.loc[test, LHAR])
     onnx_bytes = to_onnx(model.coef_, float(model.intercept_))
+    explainer = explainers.linear_data(model.coef_, float(model.intercept_),
+                                       F.loc[train, LHAR].to_numpy(), LHAR)
     feeds = {c: X.loc[test, [c]].to_numpy(dtype=np.float64) for c in RETURN_FIELDS}
     served = common.run_onnx(onnx_bytes, feeds, "forecast", None)
     parity = common.check_parity(NAME, reference, served)
@@ -270,6 +283,13 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                   "intercept": float(model.intercept_)},
         "parity": {"max_abs_diff_vs_trained_model": parity, "rows": int(test.sum())},
         "built_with": common.library_versions("scikit-learn", "onnx", "onnxruntime"),
-        "pricing": {"usd_per_1k_predictions": PRICE},
+        "pricing": {"usd_per_1k_predictions": PRICE,
+                    "usd_per_1k_explanations": EXPLAIN_PRICE},
+        **common.explanation_sections(explainer, COMPONENT_LABELS,
+                                      outcome="the volatility forecast",
+                                      output_space="the forecast (annualized %)",
+                                      attribution="components"),
     }
-    return common.BuiltModel(NAME, VERSION, onnx_bytes, card, parity, X.loc[test], reference)
+    return common.BuiltModel(
+        NAME, VERSION, onnx_bytes, card, parity, X.loc[test], reference,
+        files={common.EXPLAINER_FILE: explainers.explainer_bytes(explainer)})

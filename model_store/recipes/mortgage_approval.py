@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common
+from . import common, explainers
 
 NAME = "mortgage-approval"
 VERSION = "1"
 DATASET = ("AER", "HMDA")
 PRICE = "1.00"
+EXPLAIN_PRICE = "3.00"
 PROTECTED = ("afam", "single")  # never model inputs; audited in the card
 
 YES_NO = ["no", "yes"]
@@ -46,6 +47,19 @@ NUMBER_FIELDS = {
               "(more than two late payments)", None, True, 1, 4),
     "unemp": ("industry_unemployment_rate", "Unemployment rate in the applicant's industry",
               "percent", False, 0, 100),
+}
+REASON_LABELS = {
+    "public_bad_record": "Your public credit record ({value} bankruptcy or judgment)",
+    "self_employed": "Your self-employment ({value})",
+    "mortgage_insurance_denied": "A denial of mortgage insurance ({value})",
+    "condominium": "The property being a condominium ({value})",
+    "high_school_diploma": "Your high-school diploma ({value})",
+    "payment_to_income_ratio": "Your total debt payments as a share of income ({value})",
+    "housing_to_income_ratio": "Your housing expenses as a share of income ({value})",
+    "loan_to_value_ratio": "The loan amount as a share of the property's value ({value})",
+    "consumer_credit_score": "Your consumer credit history (score {value} of 6)",
+    "mortgage_credit_score": "Your mortgage payment history (score {value} of 4)",
+    "industry_unemployment_rate": "Unemployment in your industry ({value} percent)",
 }
 CATEGORICAL = [v[0] for v in CATEGORY_FIELDS.values()]
 NUMERIC = [v[0] for v in NUMBER_FIELDS.values()]
@@ -126,8 +140,9 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                                   stratify=y)
     X_tr, X_te, y_tr, y_te = X.iloc[i_tr], X.iloc[i_te], y[i_tr], y[i_te]
     model = make_model(seed).fit(X_tr, y_tr)
-    onnx_bytes, reference, parity = common.export_classifier(
-        NAME, model, X_te, NUMERIC, CATEGORICAL, __doc__ or NAME)
+    exported = common.export_classifier(NAME, model, X_tr, X_te, NUMERIC, CATEGORICAL,
+                                        __doc__ or NAME)
+    reference, parity = exported.reference, exported.parity
     metrics = common.holdout_classifier_metrics(y_te, reference, lambda: make_model(seed),
                                                 X_tr, y_tr, seed)
     groups = protected.iloc[i_te].reset_index(drop=True).rename(
@@ -194,6 +209,13 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
         "parity": {"max_abs_diff_vs_trained_model": parity, "rows": len(y_te)},
         "built_with": common.library_versions("lightgbm", "scikit-learn", "skl2onnx",
                                               "onnxmltools", "onnx", "onnxruntime"),
-        "pricing": {"usd_per_1k_predictions": PRICE},
+        "pricing": {"usd_per_1k_predictions": PRICE,
+                    "usd_per_1k_explanations": EXPLAIN_PRICE},
+        **common.explanation_sections(exported.explainer, REASON_LABELS,
+                                      outcome="the estimated chance of denial",
+                                      output_space="log-odds of denial"),
     }
-    return common.BuiltModel(NAME, VERSION, onnx_bytes, card, parity, X_te, reference)
+    return common.BuiltModel(
+        NAME, VERSION, exported.onnx_bytes, card, parity, X_te, reference,
+        files={common.EXPLAINER_FILE: explainers.explainer_bytes(exported.explainer)},
+        model=model)
