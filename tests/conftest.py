@@ -107,6 +107,15 @@ def billed_units(services, tenant: str = "acme") -> int:
                                                               date(2100, 1, 1)))
 
 
+def without_explanation(card: dict) -> dict:
+    """A card of a model that only predicts (no explainer file, reasons or its price)."""
+    card = {k: v for k, v in card.items()
+            if k not in ("explanation", "reasons", "files", "global_importance")}
+    card["pricing"] = {k: v for k, v in card["pricing"].items()
+                       if k != "usd_per_1k_explanations"}
+    return card
+
+
 def example(model: str) -> dict:
     return json.loads((MODEL_STORE / model / "1" / "card.json").read_text())["example"]
 

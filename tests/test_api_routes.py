@@ -64,7 +64,8 @@ def test_predict_with_version_in_path_or_body(client, api_key):
 def test_usage_is_priced_exactly_in_decimal(client, api_key):
     r = client.post("/v1/models/mortgage-approval/predict", headers={"x-api-key": api_key},
                     json={"instances": [example("mortgage-approval")] * 3})
-    assert r.json()["usage"] == {"units": 3, "unit_price_usd": "0.001", "amount_usd": "0.003"}
+    assert r.json()["usage"] == {"units": 3, "kind": "prediction", "unit_price_usd": "0.001",
+                                 "amount_usd": "0.003"}
 
 
 def test_openapi_shows_each_models_request_schema(client):

@@ -12,7 +12,7 @@ from finmaas.api import create_app
 from finmaas.gateway import LocalGateway
 from finmaas.metering import MeteringUnavailable
 
-from tests.conftest import Clock, billed_units, example, make_tenant
+from tests.conftest import Clock, billed_units, example, make_tenant, without_explanation
 
 URL = "/v1/models/credit-risk/predict"
 
@@ -165,7 +165,7 @@ def test_idempotency_survives_an_alias_flip(store_copy, tmp_path):
     from finmaas_recipes.market_volatility import to_onnx
 
     model_dir = store_copy / "market-volatility"
-    card = json.loads((model_dir / "1" / "card.json").read_text())
+    card = without_explanation(json.loads((model_dir / "1" / "card.json").read_text()))
     coef = list(card["model"]["coefficients"].values())
     graph = to_onnx(coef, card["model"]["intercept"] + 1.0)
     card.update(version="2", pricing={"usd_per_1k_predictions": "0.30"},

@@ -16,6 +16,7 @@ from tests.conftest import MODEL_NAMES, Clock, LambdaContext, example, load_even
 
 FLOAT32_MAX = 3.4028234663852886e38
 PREDICT = ("/v1/models/{name}/predict", "/v1/models/{name}/versions/{version}/predict")
+EXPLAIN = ("/v1/models/{name}/explain", "/v1/models/{name}/versions/{version}/explain")
 KEYED = {"401", "403", "429", "503"}
 STATUSES = {
     ("get", "/health"): {"200"},
@@ -23,7 +24,8 @@ STATUSES = {
     ("get", "/v1/models/{name}"): {"200", "404", *KEYED},
     ("get", "/v1/usage"): {"200", "422", *KEYED},
     ("get", "/v1/invoices/{month}"): {"200", "404", "422", *KEYED},
-    **{("post", p): {"200", "400", "404", "409", "413", "415", "422", *KEYED} for p in PREDICT},
+    **{("post", p): {"200", "400", "404", "409", "413", "415", "422", *KEYED}
+       for p in (*PREDICT, *EXPLAIN)},
 }
 # Model cards may carry keys beyond the documented ones; every other body is exact.
 OPEN_SCHEMAS = {"ModelCard", "CardInput", "CardOutput", "CardMetrics", "CardArtifact",
@@ -150,6 +152,8 @@ def test_real_bodies_of_every_route_match_their_schemas_exactly(client, api_key,
         conforms(doc, "post", PREDICT[1], client.post(
             f"/v1/models/{model}/versions/1/predict", headers=key,
             json={"instances": [example(model)] * 2}))
+        conforms(doc, "post", EXPLAIN[0], client.post(
+            f"/v1/models/{model}/explain", headers=key, json={"instances": [example(model)]}))
     usage = client.get("/v1/usage", headers=key)
     assert usage.json()["days"]
     conforms(doc, "get", "/v1/usage", usage)

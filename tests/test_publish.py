@@ -44,9 +44,10 @@ def test_publish_uploads_artifact_and_card_and_flips_the_alias(s3, tmp_path):
     result = publish(new_version(tmp_path), store, "credit-risk", "2", alias="production",
                      s3_client=s3)
     assert result.uploaded and result.aliases == {"production": "2"}
-    assert keys(s3) == ["models/credit-risk/1/card.json", "models/credit-risk/1/model.onnx",
-                        "models/credit-risk/2/card.json", "models/credit-risk/2/model.onnx",
-                        "models/credit-risk/aliases.json"]
+    assert keys(s3) == ["models/credit-risk/1/card.json", "models/credit-risk/1/explainer.json",
+                        "models/credit-risk/1/model.onnx",
+                        "models/credit-risk/2/card.json", "models/credit-risk/2/explainer.json",
+                        "models/credit-risk/2/model.onnx", "models/credit-risk/aliases.json"]
     # the registry over this bucket now serves v2 as production
     from finmaas.modelstore import open_store
     from finmaas.registry import ModelRegistry

@@ -42,9 +42,9 @@ class PredictResult:
     replayed: bool
 
 
-def fingerprint(name: str, ref: str | None, body: bytes) -> str:
+def fingerprint(name: str, ref: str | None, body: bytes, kind: str = "prediction") -> str:
     h = hashlib.sha256()
-    h.update(f"{name}\n{ref or ''}\n".encode())
+    h.update(f"{kind}\n{name}\n{ref or ''}\n".encode())
     h.update(body)
     return h.hexdigest()
 
@@ -59,12 +59,23 @@ class PredictionService:
     def predict(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
                 body: bytes, idempotency_key: str | None = None) -> PredictResult:
         """``body`` is what a retry must repeat (see ``api.body.fingerprint_source``)."""
+        return self.serve("prediction", caller, name, ref, instances, body, idempotency_key)
+
+    def explain(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
+                body: bytes, idempotency_key: str | None = None) -> PredictResult:
+        """Predictions with their exact attributions, billed as explained rows."""
+        return self.serve("explanation", caller, name, ref, instances, body, idempotency_key)
+
+    def serve(self, kind: str, caller: Caller, name: str, ref: str | None,
+              instances: list[Any], body: bytes, idempotency_key: str | None) -> PredictResult:
+        """One path for every kind of call: validate and run, record once, answer."""
         started = time.perf_counter()
         version = self.registry.resolve(name, ref)
         model = self.registry.model(name, version)
-        predictions = model.predict(instances)
+        run = model.explain if kind == "explanation" else model.predict
+        predictions = run(instances)
         units = len(predictions)
-        unit_price = model.card.unit_price
+        unit_price = model.card.price_of(kind)
         rec = UsageRecord(
             record_id=record_id_for(caller.tenant, caller.request_id, idempotency_key),
             request_id=caller.request_id,
@@ -77,8 +88,9 @@ class PredictionService:
             amount=unit_price * units,
             latency_ms=int((time.perf_counter() - started) * 1000),
             timestamp=utcnow(),
-            fingerprint=fingerprint(name, ref, body),
+            fingerprint=fingerprint(name, ref, body, kind),
             idempotency_key=idempotency_key,
+            kind=kind,
         )
         try:
             stored = self.metering.record(rec)
@@ -87,7 +99,7 @@ class PredictionService:
             log.error("usage record not written; prediction withheld",
                       extra={"record_id": rec.record_id, "error": str(exc)})
             raise ServiceUnavailable(
-                "usage could not be recorded, so the prediction is withheld; retry with the "
+                f"usage could not be recorded, so the {kind} is withheld; retry with the "
                 "same Idempotency-Key", code="metering_unavailable", retry_after=1) from exc
         replayed = stored is not rec
         if replayed:
@@ -101,20 +113,25 @@ class PredictionService:
                     "this Idempotency-Key was already used for a different request",
                     code="idempotency_key_reused")
             if stored.version != version:  # the alias moved since: answer as the first time
-                predictions = self.registry.model(name, stored.version).predict(instances)
+                model = self.registry.model(name, stored.version)
+                run = model.explain if kind == "explanation" else model.predict
+                predictions = run(instances)
         else:
             self.telemetry.predicted(name, version, units)
         out = model.card.outputs[0]
-        return PredictResult(
-            body={
-                "model": name,
-                "version": stored.version,
-                "request_id": stored.request_id,
-                "predictions": predictions,
-                "output": {"name": "probability" if model.card.task != "regression"
-                           else "value", "description": out.description, "unit": out.unit},
-                "usage": {"units": stored.units, "unit_price_usd": format_usd(stored.unit_price),
-                          "amount_usd": format_usd(stored.amount)},
-            },
-            replayed=replayed,
-        )
+        answer: dict[str, Any] = {
+            "model": name,
+            "version": stored.version,
+            "request_id": stored.request_id,
+        }
+        if kind == "explanation" and model.explainer is not None:
+            answer["explanation"] = model.explainer.describe()
+        answer.update({
+            "predictions": predictions,
+            "output": {"name": "probability" if model.card.task != "regression"
+                       else "value", "description": out.description, "unit": out.unit},
+            "usage": {"units": stored.units, "kind": stored.kind,
+                      "unit_price_usd": format_usd(stored.unit_price),
+                      "amount_usd": format_usd(stored.amount)},
+        })
+        return PredictResult(body=answer, replayed=replayed)

@@ -143,6 +143,16 @@ async def predict(request: Request) -> Response:
     the raw bytes for idempotency fingerprints), so FastAPI's per-request dependency
     solving would only add cost. ``openapi.py`` documents both paths by hand.
     """
+    return await _serve(request, "prediction")
+
+
+async def explain(request: Request) -> Response:
+    """POST /v1/models/{name}/explain (and .../versions/{version}/explain): the same body,
+    validation, idempotency and metering as predict; billed as explained rows."""
+    return await _serve(request, "explanation")
+
+
+async def _serve(request: Request, kind: str) -> Response:
     s = _services(request)
     name = request.path_params["name"]
     path_version = request.path_params.get("version")
@@ -155,8 +165,8 @@ async def predict(request: Request) -> Response:
 
     def work() -> PredictResult:
         caller = resolve_caller(request.scope, s.directory)
-        return s.predictions.predict(caller, name, path_version or body_version, instances,
-                                     bodies.fingerprint_source(doc, raw, idem), idem)
+        return s.predictions.serve(kind, caller, name, path_version or body_version,
+                                   instances, bodies.fingerprint_source(doc, raw, idem), idem)
 
     result = await s.run(work)
     headers = {"x-request-id": result.body["request_id"]}
@@ -168,6 +178,9 @@ async def predict(request: Request) -> Response:
 PREDICT_ROUTES = [
     Route("/v1/models/{name}/predict", predict, methods=["POST"], include_in_schema=False),
     Route("/v1/models/{name}/versions/{version}/predict", predict, methods=["POST"],
+          include_in_schema=False),
+    Route("/v1/models/{name}/explain", explain, methods=["POST"], include_in_schema=False),
+    Route("/v1/models/{name}/versions/{version}/explain", explain, methods=["POST"],
           include_in_schema=False),
 ]
 

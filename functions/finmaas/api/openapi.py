@@ -30,6 +30,7 @@ from ..registry import ModelRegistry
 from ..runtime import FLOAT32_MAX
 
 PREDICT_PATHS = ("/v1/models/{name}/predict", "/v1/models/{name}/versions/{version}/predict")
+EXPLAIN_PATHS = ("/v1/models/{name}/explain", "/v1/models/{name}/versions/{version}/explain")
 DEFAULT_MAX_INSTANCES = 1000
 MONTH_PATTERN = MONTH_RE.pattern
 # format_usd: an exact decimal with no exponent and no trailing zeros ("0.0005", "12", "0").
@@ -148,6 +149,55 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "output": ref("PredictionOutput"),
         "usage": ref("PredictionUsage"),
     }),
+    "ExplainResponse": _obj({
+        "model": MODEL_NAME,
+        "version": VERSION,
+        "request_id": {**STRING, "description": "also the x-request-id header"},
+        "explanation": ref("ExplanationMethod"),
+        "predictions": {"type": "array", "items": {"anyOf": [
+            ref("ExplainedClassifierPrediction"), ref("ExplainedRegressionPrediction")]},
+            "description": "one per instance, in order"},
+        "output": ref("PredictionOutput"),
+        "usage": ref("PredictionUsage"),
+    }),
+    "ExplanationMethod": _obj({
+        "method": {"type": "string", "enum": ["tree_path_dependent", "linear"],
+                   "description": "exact TreeSHAP (path-dependent) or linear SHAP against "
+                                  "the training means"},
+        "exact": {"type": "boolean"},
+        "output_space": {**STRING, "description": "where contributions add up: log-odds "
+                                                  "for classifiers, the value for "
+                                                  "regressions"},
+        "link": {"type": "string", "enum": ["logistic", "identity"],
+                 "description": "link(raw_score) is the served score"},
+        "attribution": {"type": "string", "enum": ["fields", "components"],
+                        "description": "contributions per card input field, or per derived "
+                                       "component the model is linear in"},
+        "base_value": {"type": "number", "description": "the average raw score over the "
+                                                        "training data the attribution "
+                                                        "starts from"},
+    }),
+    "ExplainedClassifierPrediction": _obj({
+        "probability": {"type": "number", "minimum": 0, "maximum": 1},
+        "event": NULLABLE_STRING,
+        "raw_score": {"type": "number", "description": "base_value + sum of contributions"},
+        "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+        "reasons": {"type": "array", "items": ref("Reason"), "maxItems": 4},
+    }),
+    "ExplainedRegressionPrediction": _obj({
+        "value": {"type": "number"},
+        "unit": NULLABLE_STRING,
+        "raw_score": {"type": "number", "description": "base_value + sum of contributions"},
+        "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+        "reasons": {"type": "array", "items": ref("Reason"), "maxItems": 4},
+    }),
+    "Reason": _obj({
+        "field": {**STRING, "description": "the field (or component) that pushed toward the "
+                                           "outcome"},
+        "value": {"description": "the caller's value (a component's computed value)"},
+        "contribution": {"type": "number", "exclusiveMinimum": 0},
+        "text": {**STRING, "description": "the card's reason text, for the applicant"},
+    }),
     "ClassifierPrediction": _obj({
         "probability": {"type": "number", "minimum": 0, "maximum": 1},
         "event": {**NULLABLE_STRING, "description": "what the probability is of (default, "
@@ -163,7 +213,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "unit": NULLABLE_STRING,
     }),
     "PredictionUsage": _obj({
-        "units": {**COUNT, "description": "rows predicted"},
+        "units": {**COUNT, "description": "rows predicted (or explained)"},
+        "kind": KIND,
         "unit_price_usd": USD,
         "amount_usd": USD,
     }),
@@ -312,7 +363,10 @@ def predict_operation(path: str, body: dict[str, Any], names: list[str] | None =
                    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
                    "description": "a retry with the same key returns the same answer and is "
                                   "billed once"})
-    ok = {"description": "predictions and their usage", "content": _json(ref("PredictResponse")),
+    explains = "/explain" in path
+    ok = {"description": "predictions and their usage" + (" with exact attributions"
+                                                           if explains else ""),
+          "content": _json(ref("ExplainResponse" if explains else "PredictResponse")),
           "headers": {
               "x-request-id": {"description": "the request id (also in the body)",
                                "schema": STRING},
@@ -322,9 +376,11 @@ def predict_operation(path: str, body: dict[str, Any], names: list[str] | None =
     errors = {s: ERROR_TEXT[s] for s in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
     return {
         "tags": ["models"],
-        "summary": "Predict with a given version" if "{version}" in path
-        else "Predict with the production version (or body 'version')",
-        "operationId": "predict_version" if "{version}" in path else "predict",
+        "summary": ("Explain" if explains else "Predict") + (
+            " with a given version" if "{version}" in path
+            else " with the production version (or body 'version')"),
+        "operationId": ("explain" if explains else "predict") + (
+            "_version" if "{version}" in path else ""),
         "parameters": params,
         "requestBody": body,
         "responses": {"200": ok, **error_responses(errors)},
@@ -371,7 +427,7 @@ def build_document(app: FastAPI, cards: list[ModelCard], max_instances: int
                          for c in cards},
         }},
     }
-    for path in PREDICT_PATHS:
+    for path in (*PREDICT_PATHS, *EXPLAIN_PATHS):
         doc["paths"][path] = {"post": predict_operation(path, body, names)}
     doc["components"]["securitySchemes"] = {"ApiKey": {
         "type": "apiKey", "in": "header", "name": "x-api-key"}}

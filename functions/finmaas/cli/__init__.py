@@ -2,7 +2,7 @@
 
 Commands touch AWS only when the environment points at it (``MAAS_MODEL_STORE=s3://``,
 ``MAAS_*_TABLE``); with nothing set they work on the embedded local stores. One module
-per noun: ``models``, ``serve``, ``invoke``, ``tenants``, ``keys``, ``billing`` (usage
+per noun: ``models``, ``explain``, ``serve``, ``invoke``, ``tenants``, ``keys``, ``billing`` (usage
 and invoices); ``common`` holds what they share.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import billing, invoke, keys, models, serve, tenants
+from . import billing, explain, invoke, keys, models, serve, tenants
 from .common import err
 
 __all__ = ["build_parser", "main"]
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"maas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for noun in (models, serve, invoke, tenants, keys, billing):
+    for noun in (models, explain, serve, invoke, tenants, keys, billing):
         noun.register(sub)
     return parser
 
