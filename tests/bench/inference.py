@@ -6,6 +6,9 @@ P1  warm 1-record credit-risk predict through handler(event, context), metering 
     (SQLite) and off, divided by an empty GET route of a bare FastAPI+Mangum app.
 P2  1,000-record predict through the handler divided by onnxruntime alone on the same rows.
 P3  cold start: a fresh process imports the handler and answers its first predict.
+P4  explanations: a warm 1-record credit-risk explain through the handler divided by a
+    1-record predict through the handler (metering on for both), and the same for 1,000
+    records; with the TreeSHAP engine alone on one row and on 1,000 rows.
 """
 
 from __future__ import annotations
@@ -246,9 +249,50 @@ def p3(home: Path, runs: int = 7) -> dict[str, Any]:
                 breakdown.items(), key=lambda kv: -kv[1])}}
 
 
+def p4(home: Path) -> dict[str, Any]:
+    handler = build(home)
+    ctx = LambdaContext()
+    predict_one = load_event("predict-credit-risk.json")
+    explain_one = load_event("explain-credit-risk.json")
+    services = handler.services
+    card = services.registry.card("credit-risk", "1")
+    rng = random.Random(11)
+    rows = [{**card.raw["example"], "age": rng.randint(20, 65), "income": rng.randint(50, 400),
+             "amount": rng.randint(300, 4000)} for _ in range(1000)]
+    predict_big = {**predict_one, "body": json.dumps({"instances": rows})}
+    explain_big = {**explain_one, "body": json.dumps({"instances": rows})}
+    for event in (predict_one, explain_one, predict_big, explain_big):
+        assert handler(fresh(event), ctx)["statusCode"] == 200
+    model = services.registry.model("credit-risk", "1")
+    assert model.explainer is not None
+    feeds_one = model.feeds([card.raw["example"]])
+    feeds_big = model.feeds(rows)
+    features_one = model.session.run(["features"], feeds_one)[0]
+    features_big = model.session.run(["features"], feeds_big)[0]
+    engine = model.explainer.engine
+    with contextlib.redirect_stdout(io.StringIO()) as sink:
+        for _ in range(30):
+            handler(fresh(predict_one), ctx), handler(fresh(explain_one), ctx)
+        sink.seek(0), sink.truncate()
+        one = interleaved({"predict": lambda: handler(fresh(predict_one), ctx),
+                           "explain": lambda: handler(fresh(explain_one), ctx),
+                           "treeshap": lambda: engine.shap_values(features_one)}, 300)
+        sink.seek(0), sink.truncate()
+        big = interleaved({"predict": lambda: handler(fresh(predict_big), ctx),
+                           "explain": lambda: handler(fresh(explain_big), ctx),
+                           "treeshap": lambda: engine.shap_values(features_big)}, 10)
+    p1, e1, t1 = (median_us(one[k]) for k in ("predict", "explain", "treeshap"))
+    pb, eb, tb = (median_us(big[k]) for k in ("predict", "explain", "treeshap"))
+    return {"P4_predict_1_us": round(p1), "P4_explain_1_us": round(e1),
+            "P4_treeshap_1_us": round(t1), "P4_ratio_1": round(e1 / p1, 2),
+            "P4_predict_1000_ms": round(pb / 1000, 1), "P4_explain_1000_ms": round(eb / 1000, 1),
+            "P4_treeshap_1000_ms": round(tb / 1000, 1), "P4_ratio_1000": round(eb / pb, 2)}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        results = {**p1_p2(Path(tmp) / "warm"), **p3(Path(tmp) / "cold")}
+        results = {**p1_p2(Path(tmp) / "warm"), **p3(Path(tmp) / "cold"),
+                   **p4(Path(tmp) / "explain")}
     print(json.dumps(results, indent=2))
     print(f"\nP1 (target <= 1.5x): {results['P1_ratio_metered']}x with SQLite metering, "
           f"{results['P1_ratio_unmetered']}x without; inside the handler (us): "
@@ -257,6 +301,11 @@ def main() -> None:
     print(f"P3 (target <= 600 ms): {results['P3_process_total_ms']} ms process total "
           f"(import {results['P3_import_ms']} ms + first predict "
           f"{results['P3_first_predict_ms']} ms)")
+    print(f"P4 (target <= 3x): explain / predict through the handler {results['P4_ratio_1']}x "
+          f"on 1 record ({results['P4_explain_1_us']} vs {results['P4_predict_1_us']} us; "
+          f"TreeSHAP alone {results['P4_treeshap_1_us']} us), {results['P4_ratio_1000']}x on "
+          f"1,000 records ({results['P4_explain_1000_ms']} vs {results['P4_predict_1000_ms']} "
+          f"ms; TreeSHAP alone {results['P4_treeshap_1000_ms']} ms)")
 
 
 if __name__ == "__main__":
