@@ -142,8 +142,10 @@ def _parse_tree(index: int, tree: Mapping[str, Sequence], n_features: int) -> _T
     bad = branch & (true_child == false_child)
     if bad.any():
         raise ValueError(f"{where}: node {first(bad)} has the same true and false child")
-    if not np.all(np.isfinite(threshold[branch])):
-        raise ValueError(f"{where}: branch thresholds must be finite")
+    if np.any(np.isnan(threshold[branch])):
+        # +-inf is fine: LightGBM splits "missing or not" at +inf (dumped as 1e300, which
+        # an export's float32 rounds back to inf)
+        raise ValueError(f"{where}: branch thresholds must be numbers, not NaN")
     if not np.all(np.isfinite(value[leaf])):
         raise ValueError(f"{where}: leaf values must be finite")
     if not np.all(np.isfinite(cover) & (cover > 0)):
@@ -183,7 +185,8 @@ def _paths(tree: _Tree) -> list[_Path]:
 
     A strict bound becomes a closed one on the neighbouring float (``x > t`` is
     ``x >= nextafter(t, +inf)`` for every float64 ``x``), so one ``lo <= x <= hi`` test
-    covers both modes.
+    covers both modes. ``x > +inf`` and ``x < -inf`` hold for no number: the interval
+    becomes empty (lo = +inf > hi = -inf), which later edges cannot reopen.
     """
     out: list[_Path] = []
     # Python lists: the walk reads single nodes, which numpy scalars make ~5x slower.
@@ -207,11 +210,17 @@ def _paths(tree: _Tree) -> list[_Path]:
         total = cover[tc] + cover[fc]
         zero, lo, hi, nan_ok = players.get(f, (1.0, -math.inf, math.inf, True))
         nan_true = missing_true[node]
-        true_hi = min(hi, math.nextafter(t, -math.inf) if lt else t)
-        false_lo = max(lo, t if lt else math.nextafter(t, math.inf))
-        stack.append((fc, {**players, f: (zero * cover[fc] / total, false_lo, hi,
+        if lt and t == -math.inf:
+            true_lo, true_hi = math.inf, -math.inf
+        else:
+            true_lo, true_hi = lo, min(hi, math.nextafter(t, -math.inf) if lt else t)
+        if not lt and t == math.inf:
+            false_lo, false_hi = math.inf, -math.inf
+        else:
+            false_lo, false_hi = max(lo, t if lt else math.nextafter(t, math.inf)), hi
+        stack.append((fc, {**players, f: (zero * cover[fc] / total, false_lo, false_hi,
                                           nan_ok and not nan_true)}))
-        stack.append((tc, {**players, f: (zero * cover[tc] / total, lo, true_hi,
+        stack.append((tc, {**players, f: (zero * cover[tc] / total, true_lo, true_hi,
                                           nan_ok and nan_true)}))
     return out
 
@@ -357,9 +366,11 @@ class _Routing:
             ids = b + np.arange(len(t.feature), dtype=np.int64)
             leaf = t.feature < 0
             feature.append(np.where(leaf, 0, t.feature))
-            # x < t is x <= the float below t, so one comparison serves both modes
-            true_max.append(np.where(t.strict, np.nextafter(t.threshold, -np.inf),
-                                     t.threshold))
+            # x < t is x <= the float below t, so one comparison serves both modes; x < -inf
+            # holds for no number, and x <= NaN is false for every one
+            below = np.where(t.threshold == -np.inf, np.nan,
+                             np.nextafter(t.threshold, -np.inf))
+            true_max.append(np.where(t.strict, below, t.threshold))
             missing_true.append(t.missing_true)
             true_to.append(np.where(leaf, ids, b + t.true_child))  # a leaf stays put
             false_to.append(np.where(leaf, ids, b + t.false_child))
