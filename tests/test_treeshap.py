@@ -297,6 +297,7 @@ def with_cycle() -> dict[str, list]:
     (edited(feature=(0, 0.5)), "'feature' must hold integers"),
     (edited(feature=(3, 0)), "leaf node 3 must have feature and children -1"),
     (edited(mode=(0, "BRANCH_GT")), r"unknown mode \['BRANCH_GT'\]"),
+    (edited(missing_true=(0, "False")), "'missing_true' must hold booleans"),
     (edited(threshold=(1, math.nan)), "thresholds must be numbers, not NaN"),
     (edited(value=(4, math.inf)), "leaf values must be finite"),
     (edited(cover=(4, 0)), "cover must be a finite number > 0"),
@@ -310,11 +311,18 @@ def test_malformed_trees_are_refused_with_the_node_at_fault(tree: dict, message:
         TreeExplainer([two_level(), tree], n_features=2)
 
 
-def test_a_healthy_two_level_tree_is_accepted() -> None:
-    # given the tree the malformed ones were edited from, then it explains (the story
-    # above fails for the edit, not for the base tree)
-    explainer = TreeExplainer([two_level()], n_features=2)
-    assert explainer.shap_values(np.array([[-1.0, 0.0]])).shape == (1, 2)
+def test_a_healthy_two_level_tree_is_accepted_as_python_or_onnx_values() -> None:
+    # given the tree the malformed ones were edited from (so each refusal above is the
+    # edit's doing), and the same tree as ONNX attributes hold it: bytes modes, 0/1 flags
+    as_onnx = {**two_level(), "mode": [m.encode() for m in two_level()["mode"]],
+               "missing_true": np.array([1, 0, 0, 0, 0], dtype=np.int64),
+               "threshold": np.array(two_level()["threshold"], dtype=np.float32)}
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [-1.0, 2.0], [np.nan, np.nan]])
+
+    # when both explain the same records, then they agree
+    plain, onnx = TreeExplainer([two_level()], 2), TreeExplainer([as_onnx], 2)
+    np.testing.assert_array_equal(onnx.shap_values(X), plain.shap_values(X))
+    np.testing.assert_array_equal(onnx.predict_raw(X), [1.0, 2.0, 3.0, 3.0])
 
 
 @pytest.mark.parametrize(("build", "message"), [

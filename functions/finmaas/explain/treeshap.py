@@ -113,8 +113,13 @@ def _parse_tree(index: int, tree: Mapping[str, Sequence], n_features: int) -> _T
     threshold = _float_array(tree, "threshold", where)
     value = _float_array(tree, "value", where)
     cover = _float_array(tree, "cover", where)
-    mode = [str(m) for m in tree["mode"]]
-    missing_true = np.asarray([bool(m) for m in tree["missing_true"]], dtype=bool)
+    # ONNX attributes hold modes as bytes (b"BRANCH_LEQ"); accept them as the export reads them
+    mode = [m.decode() if isinstance(m, bytes) else str(m) for m in tree["mode"]]
+    missing_true = np.asarray(tree["missing_true"])
+    if missing_true.ndim != 1 or missing_true.dtype.kind not in "biu" \
+            or np.any((missing_true != 0) & (missing_true != 1)):
+        raise ValueError(f"{where}: 'missing_true' must hold booleans (or 0 and 1)")
+    missing_true = missing_true.astype(bool)
 
     unknown = sorted({m for m in mode if m not in (_LEAF, _LEQ, _LT)})
     if unknown:
@@ -277,7 +282,8 @@ class _TablePaths:
     """Paths whose every answer (2^k players' patterns) is precomputed.
 
     Table layout: per path, ``2^k`` rows (the pattern: bit j set when player j's ``o`` is
-    1) of ``k`` contributions, so one record's reads on one path share a cache line.
+    1) of ``k`` contributions, so one record's reads on one path share a cache line. The
+    paths come sorted by player count, so each count's rows form one block to fill.
     """
 
     def __init__(self, paths: Sequence[_Path]) -> None:
