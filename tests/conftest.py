@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,8 @@ def lightgbm_trees(booster) -> list[dict[str, list]]:
     default side when ``missing_type`` is "NaN"; with "None" LightGBM reads NaN as 0.0,
     which for NaN is the same as sending it where 0.0 goes. "Zero" also sends 0.0 itself
     to the default side, which node arrays cannot say, so it is refused. Covers are the
-    training row counts LightGBM's own TreeSHAP uses.
+    training row counts LightGBM's own TreeSHAP uses. The dump writes an infinite
+    threshold (a "missing or not" split) as +-1e300; the booster compares with inf.
     """
     return [_lightgbm_tree(info["tree_structure"])
             for info in booster.dump_model()["tree_info"]]
@@ -167,7 +169,10 @@ def _lightgbm_tree(root: dict) -> dict[str, list]:
             else:
                 raise NotImplementedError(f"missing_type {missing!r}")
             left, right = add(node["left_child"]), add(node["right_child"])
-            fields = dict(feature=node["split_feature"], threshold=node["threshold"],
+            threshold = node["threshold"]
+            if abs(threshold) >= 1e300:
+                threshold = math.copysign(math.inf, threshold)
+            fields = dict(feature=node["split_feature"], threshold=threshold,
                           mode="BRANCH_LEQ", true_child=left, false_child=right,
                           missing_true=nan_left, value=0.0, cover=node["internal_count"])
         for key, value in fields.items():

@@ -22,8 +22,9 @@ from tests.conftest import lightgbm_trees
 NODE_ARRAYS = ("feature", "threshold", "mode", "true_child", "false_child", "missing_true",
                "value", "cover")
 # Thresholds and inputs share a grid so records land exactly on thresholds, where
-# BRANCH_LEQ and BRANCH_LT disagree.
-GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)
+# BRANCH_LEQ and BRANCH_LT disagree; +-inf is on it because LightGBM splits "missing or
+# not" at +inf.
+GRID = (-math.inf, -1.0, -0.5, 0.0, 0.5, 1.0, math.inf)
 
 
 # -- the oracle ------------------------------------------------------------------------
@@ -153,6 +154,19 @@ def test_a_stump_credits_its_feature_with_the_leaf_minus_the_average() -> None:
     np.testing.assert_array_equal(phi, [[-1.0, 0.0], [3.0, 0.0], [-1.0, 0.0]])
 
 
+def test_a_split_at_infinity_separates_missing_from_present_values() -> None:
+    # given LightGBM's missingness split: every number goes true, NaN goes false
+    tree = {**stump(missing_true=False), "threshold": [math.inf, 0.0, 0.0]}
+    explainer = TreeExplainer([tree], n_features=1)
+
+    # when records are a number, +inf itself, and missing
+    X = np.array([[-math.inf], [math.inf], [math.nan]])
+
+    # then numbers (infinite ones too) take the true child and NaN the false one
+    np.testing.assert_array_equal(explainer.predict_raw(X), [1.0, 1.0, 5.0])
+    np.testing.assert_array_equal(explainer.shap_values(X)[:, 0], [-1.0, -1.0, 3.0])
+
+
 @pytest.mark.parametrize(("mode", "expected"), [("BRANCH_LEQ", 1.0), ("BRANCH_LT", 5.0)])
 def test_a_record_on_the_threshold_follows_the_mode(mode: str, expected: float) -> None:
     # given a stump at 0.5 that is either x <= t or x < t
@@ -190,6 +204,8 @@ def training_data(seed: int, rows: int = 600, features: int = 6) -> tuple[np.nda
     X_new = rng.normal(size=(400, features))
     X_new[rng.random(X_new.shape) < 0.2] = np.nan  # every column, "None" ones too
     X_new[:5] = 0.0  # on the 0.0 that NaN stands for in a "None" column
+    X_new[5:10] = np.inf  # beyond every split, and on the +inf of "missing or not" splits
+    X_new[10:15] = -np.inf
     return X, signal, X_new
 
 
@@ -281,7 +297,8 @@ def with_cycle() -> dict[str, list]:
     (edited(feature=(0, 0.5)), "'feature' must hold integers"),
     (edited(feature=(3, 0)), "leaf node 3 must have feature and children -1"),
     (edited(mode=(0, "BRANCH_GT")), r"unknown mode \['BRANCH_GT'\]"),
-    (edited(threshold=(1, math.nan)), "thresholds must be finite"),
+    (edited(missing_true=(0, "False")), "'missing_true' must hold booleans"),
+    (edited(threshold=(1, math.nan)), "thresholds must be numbers, not NaN"),
     (edited(value=(4, math.inf)), "leaf values must be finite"),
     (edited(cover=(4, 0)), "cover must be a finite number > 0"),
     (edited(cover=(0, 11)), "node 0 has cover 11 but its children 10"),
@@ -294,11 +311,18 @@ def test_malformed_trees_are_refused_with_the_node_at_fault(tree: dict, message:
         TreeExplainer([two_level(), tree], n_features=2)
 
 
-def test_a_healthy_two_level_tree_is_accepted() -> None:
-    # given the tree the malformed ones were edited from, then it explains (the story
-    # above fails for the edit, not for the base tree)
-    explainer = TreeExplainer([two_level()], n_features=2)
-    assert explainer.shap_values(np.array([[-1.0, 0.0]])).shape == (1, 2)
+def test_a_healthy_two_level_tree_is_accepted_as_python_or_onnx_values() -> None:
+    # given the tree the malformed ones were edited from (so each refusal above is the
+    # edit's doing), and the same tree as ONNX attributes hold it: bytes modes, 0/1 flags
+    as_onnx = {**two_level(), "mode": [m.encode() for m in two_level()["mode"]],
+               "missing_true": np.array([1, 0, 0, 0, 0], dtype=np.int64),
+               "threshold": np.array(two_level()["threshold"], dtype=np.float32)}
+    X = np.array([[1.0, 0.0], [-1.0, 0.0], [-1.0, 2.0], [np.nan, np.nan]])
+
+    # when both explain the same records, then they agree
+    plain, onnx = TreeExplainer([two_level()], 2), TreeExplainer([as_onnx], 2)
+    np.testing.assert_array_equal(onnx.shap_values(X), plain.shap_values(X))
+    np.testing.assert_array_equal(onnx.predict_raw(X), [1.0, 2.0, 3.0, 3.0])
 
 
 @pytest.mark.parametrize(("build", "message"), [

@@ -11,7 +11,7 @@ the root):
 ``feature``
     the feature column a branch tests; -1 for a leaf
 ``threshold``
-    a branch's finite threshold
+    a branch's threshold (+-inf allowed, NaN not)
 ``mode``
     ``"BRANCH_LEQ"`` (the true child takes ``x <= threshold``), ``"BRANCH_LT"``
     (``x < threshold``) or ``"LEAF"``

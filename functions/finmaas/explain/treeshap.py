@@ -113,8 +113,13 @@ def _parse_tree(index: int, tree: Mapping[str, Sequence], n_features: int) -> _T
     threshold = _float_array(tree, "threshold", where)
     value = _float_array(tree, "value", where)
     cover = _float_array(tree, "cover", where)
-    mode = [str(m) for m in tree["mode"]]
-    missing_true = np.asarray([bool(m) for m in tree["missing_true"]], dtype=bool)
+    # ONNX attributes hold modes as bytes (b"BRANCH_LEQ"); accept them as the export reads them
+    mode = [m.decode() if isinstance(m, bytes) else str(m) for m in tree["mode"]]
+    missing_true = np.asarray(tree["missing_true"])
+    if missing_true.ndim != 1 or missing_true.dtype.kind not in "biu" \
+            or np.any((missing_true != 0) & (missing_true != 1)):
+        raise ValueError(f"{where}: 'missing_true' must hold booleans (or 0 and 1)")
+    missing_true = missing_true.astype(bool)
 
     unknown = sorted({m for m in mode if m not in (_LEAF, _LEQ, _LT)})
     if unknown:
@@ -142,8 +147,10 @@ def _parse_tree(index: int, tree: Mapping[str, Sequence], n_features: int) -> _T
     bad = branch & (true_child == false_child)
     if bad.any():
         raise ValueError(f"{where}: node {first(bad)} has the same true and false child")
-    if not np.all(np.isfinite(threshold[branch])):
-        raise ValueError(f"{where}: branch thresholds must be finite")
+    if np.any(np.isnan(threshold[branch])):
+        # +-inf is fine: LightGBM splits "missing or not" at +inf (dumped as 1e300, which
+        # an export's float32 rounds back to inf)
+        raise ValueError(f"{where}: branch thresholds must be numbers, not NaN")
     if not np.all(np.isfinite(value[leaf])):
         raise ValueError(f"{where}: leaf values must be finite")
     if not np.all(np.isfinite(cover) & (cover > 0)):
@@ -183,7 +190,8 @@ def _paths(tree: _Tree) -> list[_Path]:
 
     A strict bound becomes a closed one on the neighbouring float (``x > t`` is
     ``x >= nextafter(t, +inf)`` for every float64 ``x``), so one ``lo <= x <= hi`` test
-    covers both modes.
+    covers both modes. ``x > +inf`` and ``x < -inf`` hold for no number: the interval
+    becomes empty (lo = +inf > hi = -inf), which later edges cannot reopen.
     """
     out: list[_Path] = []
     # Python lists: the walk reads single nodes, which numpy scalars make ~5x slower.
@@ -207,11 +215,17 @@ def _paths(tree: _Tree) -> list[_Path]:
         total = cover[tc] + cover[fc]
         zero, lo, hi, nan_ok = players.get(f, (1.0, -math.inf, math.inf, True))
         nan_true = missing_true[node]
-        true_hi = min(hi, math.nextafter(t, -math.inf) if lt else t)
-        false_lo = max(lo, t if lt else math.nextafter(t, math.inf))
-        stack.append((fc, {**players, f: (zero * cover[fc] / total, false_lo, hi,
+        if lt and t == -math.inf:
+            true_lo, true_hi = math.inf, -math.inf
+        else:
+            true_lo, true_hi = lo, min(hi, math.nextafter(t, -math.inf) if lt else t)
+        if not lt and t == math.inf:
+            false_lo, false_hi = math.inf, -math.inf
+        else:
+            false_lo, false_hi = max(lo, t if lt else math.nextafter(t, math.inf)), hi
+        stack.append((fc, {**players, f: (zero * cover[fc] / total, false_lo, false_hi,
                                           nan_ok and not nan_true)}))
-        stack.append((tc, {**players, f: (zero * cover[tc] / total, lo, true_hi,
+        stack.append((tc, {**players, f: (zero * cover[tc] / total, true_lo, true_hi,
                                           nan_ok and nan_true)}))
     return out
 
@@ -268,7 +282,8 @@ class _TablePaths:
     """Paths whose every answer (2^k players' patterns) is precomputed.
 
     Table layout: per path, ``2^k`` rows (the pattern: bit j set when player j's ``o`` is
-    1) of ``k`` contributions, so one record's reads on one path share a cache line.
+    1) of ``k`` contributions, so one record's reads on one path share a cache line. The
+    paths come sorted by player count, so each count's rows form one block to fill.
     """
 
     def __init__(self, paths: Sequence[_Path]) -> None:
@@ -357,9 +372,11 @@ class _Routing:
             ids = b + np.arange(len(t.feature), dtype=np.int64)
             leaf = t.feature < 0
             feature.append(np.where(leaf, 0, t.feature))
-            # x < t is x <= the float below t, so one comparison serves both modes
-            true_max.append(np.where(t.strict, np.nextafter(t.threshold, -np.inf),
-                                     t.threshold))
+            # x < t is x <= the float below t, so one comparison serves both modes; x < -inf
+            # holds for no number, and x <= NaN is false for every one
+            below = np.where(t.threshold == -np.inf, np.nan,
+                             np.nextafter(t.threshold, -np.inf))
+            true_max.append(np.where(t.strict, below, t.threshold))
             missing_true.append(t.missing_true)
             true_to.append(np.where(leaf, ids, b + t.true_child))  # a leaf stays put
             false_to.append(np.where(leaf, ids, b + t.false_child))
