@@ -154,7 +154,8 @@ class ModelRegistry:
             raise ServiceUnavailable(f"{card.name} v{card.version} is not available",
                                      code="model_unavailable", retry_after=60) from exc
         try:
-            return open_version(card, path, files=files, threads=self.ort_threads)
+            return open_version(card, path, files=files, threads=self.ort_threads,
+                                serving=True)
         except VersionRejected as exc:
             if exc.integrity:
                 self.store.evict(key, card.sha256)

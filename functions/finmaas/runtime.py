@@ -117,12 +117,16 @@ def _check_bytes(what: str, source: Path | bytes, sha256: str, size: int) -> Non
 
 def open_version(card: ModelCard, artifact: Path | bytes, *,
                  files: Mapping[str, Path | bytes] | None = None,
-                 threads: int = 1) -> LoadedModel:
+                 threads: int = 1, serving: bool = False) -> LoadedModel:
     """The one door through which a model version is opened, for the registry, ``verify``
     and ``publish`` alike: the graph and every file the card lists must be the card's
     bytes (sha256, size), the graph must load and agree with the card, the explainer data
     must describe the graph, and the card's example must predict a finite score (and
-    explain it, when the model explains). Raises ``VersionRejected`` with every reason."""
+    explain it, when the model explains). Raises ``VersionRejected`` with every reason.
+
+    ``serving`` (the registry) builds the explainer's engine on the first explanation
+    instead of now, so a predict-only cold start does not pay for it; every explanation
+    still proves it reproduces the served score. Verify and publish check it all now."""
     import onnxruntime as ort
 
     files = files or {}
@@ -144,7 +148,8 @@ def open_version(card: ModelCard, artifact: Path | bytes, *,
     explainer = None
     if card.explanation is not None:
         try:
-            explainer = ModelExplainer.from_bytes(card, _read(files[card.explanation.file]))
+            explainer = ModelExplainer.from_bytes(card, _read(files[card.explanation.file]),
+                                                  lazy=serving)
         except ExplainerMismatch as exc:
             raise VersionRejected([f"explainer: {exc}"]) from exc
     try:
@@ -155,7 +160,7 @@ def open_version(card: ModelCard, artifact: Path | bytes, *,
     if example is not None:
         try:
             model.predict([example])
-            if explainer is not None:
+            if explainer is not None and not serving:
                 model.explain([example])
         except Exception as exc:
             why = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in exc.details) \

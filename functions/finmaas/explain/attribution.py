@@ -33,7 +33,10 @@ class ModelExplainer:
     """Exact attributions for one model version, loaded once with it (see
     ``runtime.open_version``)."""
 
-    def __init__(self, card: ModelCard, data: dict[str, Any]) -> None:
+    def __init__(self, card: ModelCard, data: dict[str, Any], *, lazy: bool = False) -> None:
+        """``lazy`` defers building the engine (TreeSHAP's tables take ~0.2 s for a
+        300-tree ensemble) to the first explanation, so a predict-only cold start does
+        not pay for it; every explanation still checks that it reproduces the score."""
         spec = card.explanation
         if spec is None:
             raise ExplainerMismatch("the card has no explanation section")
@@ -43,17 +46,11 @@ class ModelExplainer:
         method = data.get("method")
         if method != spec.method:
             raise ExplainerMismatch(f"explainer method {method!r} != card's {spec.method!r}")
-        try:
-            if method == "tree_path_dependent":
-                self.engine: TreeExplainer | LinearExplainer = TreeExplainer(
-                    data["trees"], len(columns), base_offset=float(data.get("base_offset", 0)))
-            else:
-                self.engine = LinearExplainer(data["coefficients"], data["intercept"],
-                                              data["means"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ExplainerMismatch(f"explainer data is malformed: {exc}") from exc
-        if self.engine.n_features != len(columns):
-            raise ExplainerMismatch("explainer columns and model features differ in number")
+        self._data: dict[str, Any] | None = data
+        self._engine: TreeExplainer | LinearExplainer | None = None
+        self._columns = columns
+        if not lazy:
+            _ = self.engine
         if spec.attribution == "fields":
             order = [n for n in card.input_names if n in set(columns)]
         else:
@@ -74,17 +71,41 @@ class ModelExplainer:
         # a component's own value (volatility models) is its column in the features
         self._component_column = {n: columns.index(n) for n in order}
         self.link = "identity" if card.task == "regression" else "logistic"
-        self.base_value = float(self.engine.expected_value)
+
+    @property
+    def engine(self) -> TreeExplainer | LinearExplainer:
+        if self._engine is None:
+            data, columns = self._data or {}, self._columns
+            try:
+                if data.get("method") == "tree_path_dependent":
+                    engine: TreeExplainer | LinearExplainer = TreeExplainer(
+                        data["trees"], len(columns),
+                        base_offset=float(data.get("base_offset", 0)))
+                else:
+                    engine = LinearExplainer(data["coefficients"], data["intercept"],
+                                             data["means"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ExplainerMismatch(f"explainer data is malformed: {exc}") from exc
+            if engine.n_features != len(columns):
+                raise ExplainerMismatch("explainer columns and model features differ in "
+                                        "number")
+            self._engine, self._data = engine, None  # the arrays now live in the engine
+        return self._engine
+
+    @property
+    def base_value(self) -> float:
+        return float(self.engine.expected_value)
 
     @classmethod
-    def from_bytes(cls, card: ModelCard, raw: bytes) -> ModelExplainer:
+    def from_bytes(cls, card: ModelCard, raw: bytes, *, lazy: bool = False
+                   ) -> ModelExplainer:
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise ExplainerMismatch(f"explainer data is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ExplainerMismatch("explainer data must be a JSON object")
-        return cls(card, data)
+        return cls(card, data, lazy=lazy)
 
     def describe(self) -> dict[str, Any]:
         """What every explained record's numbers mean (stated once per response)."""
