@@ -155,7 +155,7 @@ def p1_p2(home: Path) -> dict[str, Any]:
         # for the breakdown, measured inside the handler (caches shared with HTTP stack)
         "no_telemetry": call(telemetry=NullTelemetry()),
         "bare": call(metering=NoMeter(), telemetry=NullTelemetry()),
-        "stubbed": call(predict=StubPredict(services, one)),
+        "stubbed": call(serve=StubPredict(services, one)),
         # and two parts timed alone, for comparison
         "ort_1_row_alone": lambda: model1.session.run([card.graph_output], feeds1),
         "validate_1_row_alone": lambda: model1.feeds(single),
