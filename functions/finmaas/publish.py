@@ -110,13 +110,18 @@ class _DirTarget:
         shutil.move(tmp, path)
 
 
+def open_target(store: str, s3_client: Any = None) -> _S3Target | _DirTarget:
+    """A store to write: an S3 prefix or a directory, in the bucket layout."""
+    return _S3Target(store, s3_client) if store.startswith("s3://") else _DirTarget(store)
+
+
 def publish(source: Path, store: str, name: str, version: str, *, alias: str | None = None,
             s3_client: Any = None) -> PublishResult:
     if alias is not None and not ALIAS_RE.match(alias):
         raise PublishError(f"alias {alias!r}: lowercase letters, digits and dashes")
     checked = check_model_dir(source, name, version)
     card = checked.card
-    target = _S3Target(store, s3_client) if store.startswith("s3://") else _DirTarget(store)
+    target = open_target(store, s3_client)
     prefix = f"{name}/{version}"
     existing = target.get(f"{prefix}/card.json")
     uploaded = False

@@ -20,6 +20,7 @@ from typing import Any
 from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import CorruptObject, ModelStore, ObjectNotFound
+from .rollout import AliasRoute, RouteError
 from .runtime import LoadedModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
@@ -43,7 +44,7 @@ class ModelRegistry:
         self.ort_threads = ort_threads
         self._clock = clock
         self._on_load = on_load
-        self._aliases: dict[str, tuple[float, dict[str, str]]] = {}
+        self._aliases: dict[str, tuple[float, dict[str, Any], dict[str, AliasRoute]]] = {}
         self._names: tuple[float, list[str]] | None = None
         self._versions: dict[str, tuple[float, list[str]]] = {}
         self._cards: dict[tuple[str, str], ModelCard] = {}
@@ -58,23 +59,31 @@ class ModelRegistry:
             self._names = (now, names)
         return self._names[1]
 
-    def aliases(self, name: str) -> dict[str, str]:
+    def aliases(self, name: str) -> dict[str, Any]:
+        """The model's aliases as stored: a version, or a route (weights, shadow)."""
+        return self._routes(name)[0]
+
+    def _routes(self, name: str) -> tuple[dict[str, Any], dict[str, AliasRoute]]:
         if not NAME_RE.match(name):
             raise NotFound(f"no model named {name!r}", code="model_not_found")
         now = self._clock()
         hit = self._aliases.get(name)
         if hit and now - hit[0] <= self.alias_ttl:
-            return hit[1]
+            return hit[1], hit[2]
         try:
             doc = self._guard(self.store.read_json, f"{name}/aliases.json")
         except NotFound:
             raise NotFound(f"no model named {name!r}", code="model_not_found") from None
-        if not isinstance(doc, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
-        ):
-            raise ServiceUnavailable(f"{name}/aliases.json is malformed", code="store_corrupt")
-        self._aliases[name] = (now, doc)
-        return doc
+        try:
+            if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+                raise RouteError("aliases.json must be an object of aliases")
+            routes = {alias: AliasRoute.parse(value) for alias, value in doc.items()}
+        except RouteError as exc:
+            log.error("malformed aliases", extra={"model": name, "error": str(exc)})
+            raise ServiceUnavailable(f"{name}/aliases.json is malformed",
+                                     code="store_corrupt") from None
+        self._aliases[name] = (now, doc, routes)
+        return doc, routes
 
     def versions(self, name: str) -> list[str]:
         self.aliases(name)  # 404 for unknown models
@@ -87,15 +96,24 @@ class ModelRegistry:
         self._versions[name] = (now, versions)
         return versions
 
-    def resolve(self, name: str, ref: str | None = None) -> str:
-        """A version or alias (default ``production``) to a concrete version string."""
-        aliases = self.aliases(name)
+    def resolve(self, name: str, ref: str | None = None, *, assign: str | None = None
+                ) -> str:
+        """A version or alias (default ``production``) to a concrete version string. An
+        alias that splits traffic picks by ``assign`` (a stable key of the request), or
+        gives its primary version when there is none (the card route, the CLI)."""
+        routes = self._routes(name)[1]
         ref = ref or DEFAULT_ALIAS
-        if ref in aliases:
-            return aliases[ref]
+        if ref in routes:
+            return routes[ref].pick(assign)
         if not VERSION_RE.match(ref):
             raise NotFound(f"{name} has no version or alias {ref!r}", code="version_not_found")
         return ref  # an explicit version; existence is checked when its card is read
+
+    def shadow(self, name: str, ref: str | None = None) -> str | None:
+        """The shadow version of the alias a request named, if any (never of a version
+        named explicitly: a caller who pins a version gets exactly that)."""
+        route = self._routes(name)[1].get(ref or DEFAULT_ALIAS)
+        return route.shadow if route is not None else None
 
     # -- cards and models --------------------------------------------------------------
     def card(self, name: str, version: str) -> ModelCard:
@@ -196,7 +214,8 @@ class ModelRegistry:
         for name in self.names():
             try:
                 aliases = self.aliases(name)
-                card = self.card(name, aliases.get(DEFAULT_ALIAS) or self.versions(name)[-1])
+                card = self.card(name, self.resolve(name) if DEFAULT_ALIAS in aliases
+                                 else self.versions(name)[-1])
             except (NotFound, ServiceUnavailable, IndexError):
                 continue  # a half-published model is not listed
             entries.append({

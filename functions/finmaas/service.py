@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .cards import ModelCard
 from .errors import Conflict, ServiceUnavailable
 from .metering import MeteringStore, MeteringUnavailable, UsageRecord, format_usd, record_id_for
 from .metering.base import utcnow
 from .registry import ModelRegistry
+from .rollout import ShadowStats
 from .telemetry import NullTelemetry, Telemetry
 
 log = logging.getLogger("finmaas.service")
@@ -55,6 +57,7 @@ class PredictionService:
         self.registry = registry
         self.metering = metering
         self.telemetry = telemetry or NullTelemetry()
+        self.shadows = ShadowStats()
 
     def predict(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
                 body: bytes, idempotency_key: str | None = None) -> PredictResult:
@@ -70,14 +73,16 @@ class PredictionService:
               instances: list[Any], body: bytes, idempotency_key: str | None) -> PredictResult:
         """One path for every kind of call: validate and run, record once, answer."""
         started = time.perf_counter()
-        version = self.registry.resolve(name, ref)
+        record_id = record_id_for(caller.tenant, caller.request_id, idempotency_key)
+        # a canary picks by the record id: a retry lands where the first attempt did
+        version = self.registry.resolve(name, ref, assign=record_id)
         model = self.registry.model(name, version)
         run = model.explain if kind == "explanation" else model.predict
         predictions = run(instances)
         units = len(predictions)
         unit_price = model.card.price_of(kind)
         rec = UsageRecord(
-            record_id=record_id_for(caller.tenant, caller.request_id, idempotency_key),
+            record_id=record_id,
             request_id=caller.request_id,
             tenant=caller.tenant,
             key_id=caller.key_id,
@@ -118,6 +123,9 @@ class PredictionService:
                 predictions = run(instances)
         else:
             self.telemetry.predicted(name, version, units)
+            shadow = self.registry.shadow(name, ref)
+            if shadow is not None:
+                self._shadow(name, version, shadow, model.card, instances, predictions)
         out = model.card.outputs[0]
         answer: dict[str, Any] = {
             "model": name,
@@ -135,3 +143,28 @@ class PredictionService:
                       "amount_usd": format_usd(stored.amount)},
         })
         return PredictResult(body=answer, replayed=replayed)
+
+    def _shadow(self, name: str, served: str, shadow: str, card: ModelCard,
+                instances: list[Any], predictions: list[dict[str, Any]]) -> None:
+        """Run the shadow version on a copy of the request, after the answer is settled
+        and billed: its output is never returned nor billed, only compared. Nothing it
+        does (a failure, a refusal) can change the caller's answer."""
+        key = "value" if card.task == "regression" else "probability"
+        try:
+            shadowed = self.registry.model(name, shadow).predict(instances)
+            mine = [p[key] for p in predictions]
+            theirs = [p[key] for p in shadowed]
+            diff = sum(abs(a - b) for a, b in zip(mine, theirs, strict=True))
+            threshold = float(card.raw.get("decision_threshold", 0.5))
+            flips = 0 if key == "value" else sum(
+                (a >= threshold) != (b >= threshold) for a, b in zip(mine, theirs,
+                                                                     strict=True))
+        except Exception as exc:
+            log.warning("shadow version failed", extra={"model": name, "shadow": shadow,
+                                                       "error": str(exc)})
+            self.shadows.add(name, served, shadow, failed=True)
+            self.telemetry.shadowed(name, shadow, len(instances), None, None)
+            return
+        self.shadows.add(name, served, shadow, rows=len(mine), abs_diff_sum=diff, flips=flips)
+        self.telemetry.shadowed(name, shadow, len(mine), diff / len(mine),
+                                flips / len(mine) if key != "value" else None)

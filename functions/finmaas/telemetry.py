@@ -11,6 +11,8 @@ class Telemetry(Protocol):
     def predicted(self, model: str, version: str, rows: int) -> None: ...
     def error(self, code: str, status: int) -> None: ...
     def metering_failed(self) -> None: ...
+    def shadowed(self, model: str, shadow: str, rows: int, mean_abs_diff: float | None,
+                 flip_rate: float | None) -> None: ...
 
 
 class NullTelemetry:
@@ -24,6 +26,10 @@ class NullTelemetry:
         pass
 
     def metering_failed(self) -> None:
+        pass
+
+    def shadowed(self, model: str, shadow: str, rows: int, mean_abs_diff: float | None,
+                 flip_rate: float | None) -> None:
         pass
 
 
@@ -61,3 +67,22 @@ class PowertoolsTelemetry:
         from aws_lambda_powertools.metrics import MetricUnit
 
         self.metrics.add_metric(name="MeteringFailures", unit=MetricUnit.Count, value=1)
+
+    def shadowed(self, model: str, shadow: str, rows: int, mean_abs_diff: float | None,
+                 flip_rate: float | None) -> None:
+        """A shadow's agreement, per model and shadow version (one EMF line: shadows are
+        a deliberate, temporary cost)."""
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        values = {"ShadowRows": float(rows), "ShadowFailures": float(mean_abs_diff is None)}
+        if mean_abs_diff is not None:
+            values["ShadowAbsDiff"] = mean_abs_diff
+        if flip_rate is not None:
+            values["ShadowFlipRate"] = flip_rate
+        for metric, value in values.items():
+            with single_metric(name=metric, unit=MetricUnit.Count if "Rows" in metric
+                               or "Failures" in metric else MetricUnit.NoUnit, value=value,
+                               namespace=self.NAMESPACE,
+                               default_dimensions={"service": "inference"}) as line:
+                line.add_dimension(name="model", value=model)
+                line.add_dimension(name="version", value=shadow)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .cards import NAME_RE, CardError, ModelCard
 from .modelstore import ModelStore, ObjectNotFound
+from .rollout import BASIS, AliasRoute, RouteError
 from .runtime import VersionRejected, open_version
 
 
@@ -76,13 +77,25 @@ def verify_store(store: ModelStore) -> list[VersionReport]:
             continue
         versions = [v for v in store.list_dirs(name) if not v.startswith("_")]
         by_version = {v: verify_version(store, name, v) for v in versions}
-        for alias, target in (aliases or {}).items():
-            if target in by_version:
-                by_version[target].aliases.append(alias)
-            else:
-                bad = VersionReport(name, str(target), [alias])
-                bad.problems.append(f"alias {alias!r} points at a missing version")
-                by_version[str(target)] = bad
+        for alias, value in (aliases or {}).items():
+            try:
+                route = AliasRoute.parse(value)
+            except RouteError as exc:
+                bad = VersionReport(name, "-", [alias])
+                bad.problems.append(f"alias {alias!r}: {exc}")
+                by_version[f"-{alias}"] = bad
+                continue
+            labels = [(v, alias if w == BASIS else f"{alias}:{w / 100:g}%")
+                      for v, w in route.weights]
+            if route.shadow is not None:
+                labels.append((route.shadow, f"{alias}:shadow"))
+            for target, label in labels:
+                if target in by_version:
+                    by_version[target].aliases.append(label)
+                else:
+                    bad = VersionReport(name, target, [label])
+                    bad.problems.append(f"alias {label!r} points at a missing version")
+                    by_version[target] = bad
         reports += by_version.values()
     return reports
 

@@ -129,7 +129,9 @@ def models_router() -> APIRouter:
         def work() -> dict[str, Any]:
             resolve_caller(request.scope, s.directory)
             card = s.registry.card(name, s.registry.resolve(name, version))
-            return {**card.raw, "aliases": s.registry.aliases(name)}
+            agreement = s.predictions.shadows.of(name)
+            return {**card.raw, "aliases": s.registry.aliases(name),
+                    **({"shadow_agreement": agreement} if agreement else {})}
 
         return json_response(await s.run(work))
 

@@ -123,8 +123,25 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "message": STRING,
     }, required=["code"]),
     "Health": _obj({"status": {"type": "string", "enum": ["ok"]}, "version": STRING}),
-    "Aliases": {"type": "object", "additionalProperties": STRING,
-                "description": "alias (production, staging, ...) -> version"},
+    "Aliases": {"type": "object",
+                "additionalProperties": {"anyOf": [VERSION, ref("AliasRoute")]},
+                "description": "alias (production, staging, ...) -> a version, or a route "
+                               "splitting traffic between versions"},
+    "AliasRoute": _obj({
+        "versions": {"type": "object", "additionalProperties": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 100},
+            "description": "version -> percent of the alias's traffic (sums to 100)"},
+        "shadow": {**VERSION, "description": "runs on a copy of the traffic; never "
+                                             "returned nor billed"},
+    }, required=["versions"]),
+    "ShadowAgreement": _obj({
+        "shadow": VERSION, "served": VERSION, "requests": COUNT, "rows": COUNT,
+        "failures": COUNT,
+        "mean_abs_diff": {"type": ["number", "null"]},
+        "flip_rate": {"type": ["number", "null"],
+                      "description": "share of rows on the other side of the card's "
+                                     "decision threshold (classifiers)"},
+    }),
     "CatalogueEntry": _obj({
         "name": MODEL_NAME,
         "task": {"type": "string", "enum": list(TASKS)},
@@ -265,6 +282,10 @@ def _card_schemas() -> dict[str, dict[str, Any]]:
     answer["description"] = ("The model card of one version (CardDocument, the schema "
                              "every card.json validates against), plus the model's aliases.")
     answer["properties"]["aliases"] = ref("Aliases")
+    answer["properties"]["shadow_agreement"] = {
+        "type": "array", "items": ref("ShadowAgreement"),
+        "description": "while a shadow runs: its agreement with what was served, in this "
+                       "process"}
     answer["required"] = [*answer["required"], "aliases"]
     return {**parts, "CardDocument": doc, "ModelCard": answer}
 

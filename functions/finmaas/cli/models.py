@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BUNDLED_MODEL_STORE, Settings
+from . import rollout
 from .common import err
 
 
@@ -106,3 +107,4 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_models_publish)
     p = msub.add_parser("list", help="print the catalogue")
     p.set_defaults(func=cmd_models_list)
+    rollout.register(msub)

@@ -1,0 +1,179 @@
+"""Rollouts: an alias that splits traffic between versions by weight (a canary) and may
+name a shadow version that sees a copy of the traffic, is never returned and never
+billed, and whose agreement with what was served is measured.
+
+In ``<name>/aliases.json`` an alias is either a version (``"production": "1"``) or a
+route::
+
+    "production": {"versions": {"1": 90, "2": 10}, "shadow": "3"}
+
+Weights are percentages (up to two decimals) that sum to 100. Which version serves a
+request is a pure function of the tenant and the usage record id (request id or
+Idempotency-Key), so a retry lands where the first attempt did; and a replay of a
+recorded request is answered by the version recorded, even after the weights changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .cards import VERSION_RE
+
+BASIS = 10_000  # weights in basis points: 0.01% steps
+
+
+class RouteError(ValueError):
+    """An alias value that is neither a version nor a valid route."""
+
+
+def bucket(key: str) -> int:
+    """A stable position in [0, BASIS) for an assignment key."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % BASIS
+
+
+@dataclass(frozen=True)
+class AliasRoute:
+    weights: tuple[tuple[str, int], ...]  # (version, basis points), summing to BASIS
+    shadow: str | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> AliasRoute:
+        if isinstance(value, str):
+            if not VERSION_RE.match(value):
+                raise RouteError(f"{value!r} is not a version")
+            return cls(((value, BASIS),))
+        if not isinstance(value, dict) or not isinstance(value.get("versions"), dict):
+            raise RouteError('a route is {"versions": {"<version>": <percent>, ...}}')
+        unknown = sorted(set(value) - {"versions", "shadow"})
+        if unknown:
+            raise RouteError(f"unknown route keys {unknown}")
+        weights = []
+        for version, percent in value["versions"].items():
+            if not isinstance(version, str) or not VERSION_RE.match(version):
+                raise RouteError(f"{version!r} is not a version")
+            try:
+                points = Decimal(str(percent)) * 100
+            except InvalidOperation:
+                raise RouteError(f"weight {percent!r} is not a number") from None
+            if isinstance(percent, bool) or points != points.to_integral_value() \
+                    or not 0 < points <= BASIS:
+                raise RouteError(f"weight {percent!r} of {version} must be a percentage "
+                                 "above 0 with at most two decimals")
+            weights.append((version, int(points)))
+        if not weights or sum(w for _, w in weights) != BASIS:
+            raise RouteError("the weights of a route must sum to 100")
+        shadow = value.get("shadow")
+        if shadow is not None and (not isinstance(shadow, str) or not VERSION_RE.match(shadow)):
+            raise RouteError(f"shadow {shadow!r} is not a version")
+        if shadow is not None and shadow in dict(weights):
+            raise RouteError(f"shadow {shadow} also serves traffic")
+        return cls(tuple(sorted(weights, key=lambda vw: (len(vw[0]), vw[0]))), shadow)
+
+    @property
+    def primary(self) -> str:
+        """The version with the most traffic (the stable one of a canary)."""
+        return max(self.weights, key=lambda vw: vw[1])[0]
+
+    def pick(self, key: str | None) -> str:
+        """The version that serves an assignment key (the primary when there is none)."""
+        if key is None or len(self.weights) == 1:
+            return self.primary
+        position = bucket(key)
+        for version, points in self.weights:
+            if position < points:
+                return version
+            position -= points
+        return self.weights[-1][0]  # pragma: no cover - weights sum to BASIS
+
+    def to_json(self) -> Any:
+        if len(self.weights) == 1 and self.shadow is None:
+            return self.weights[0][0]
+        doc: dict[str, Any] = {"versions": {v: _percent(w) for v, w in self.weights}}
+        if self.shadow is not None:
+            doc["shadow"] = self.shadow
+        return doc
+
+
+def _percent(points: int) -> int | float:
+    return points // 100 if points % 100 == 0 else points / 100
+
+
+# -- changing a route (the CLI's rollout, promote, rollback, shadow) ---------------------
+def with_canary(route: AliasRoute, version: str, percent: float) -> AliasRoute:
+    """``version`` takes ``percent`` of the traffic; the primary keeps the rest."""
+    points = Decimal(str(percent)) * 100
+    if points != points.to_integral_value() or not 0 < points <= BASIS:
+        raise RouteError("--percent must be above 0 and at most 100, two decimals at most")
+    primary = route.primary
+    if version == primary:
+        raise RouteError(f"{version} is already the primary version")
+    if points == BASIS:
+        return AliasRoute(((version, BASIS),), route.shadow if route.shadow != version
+                          else None)
+    shadow = None if route.shadow == version else route.shadow
+    return AliasRoute.parse({"versions": {primary: (BASIS - int(points)) / 100,
+                                          version: int(points) / 100},
+                             **({"shadow": shadow} if shadow else {})})
+
+
+def promoted(route: AliasRoute, version: str | None = None) -> AliasRoute:
+    """All traffic to the canary (or ``version``); the shadow stays."""
+    others = [v for v, _ in route.weights if v != route.primary]
+    target = version or (others[0] if len(others) == 1 else None)
+    if target is None:
+        raise RouteError("name the version to promote (--version)")
+    return AliasRoute(((target, BASIS),), route.shadow if route.shadow != target else None)
+
+
+def rolled_back(route: AliasRoute) -> AliasRoute:
+    """All traffic back to the primary version."""
+    return AliasRoute(((route.primary, BASIS),), route.shadow)
+
+
+def with_shadow(route: AliasRoute, version: str | None) -> AliasRoute:
+    if version is not None and version in dict(route.weights):
+        raise RouteError(f"{version} serves traffic; a shadow must not")
+    return AliasRoute(route.weights, version)
+
+
+# -- how a shadow agrees with what was served --------------------------------------------
+@dataclass
+class Agreement:
+    requests: int = 0
+    rows: int = 0
+    abs_diff_sum: float = 0.0
+    flips: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "rows": self.rows, "failures": self.failures,
+                "mean_abs_diff": self.abs_diff_sum / self.rows if self.rows else None,
+                "flip_rate": self.flips / self.rows if self.rows else None}
+
+
+@dataclass
+class ShadowStats:
+    """Agreement of each shadow version with the versions it shadowed, in this process
+    (the CloudWatch metrics ``ShadowAbsDiff`` and ``ShadowFlips`` add up all of them)."""
+
+    _by_key: dict[tuple[str, str, str], Agreement] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, model: str, served: str, shadow: str, *, rows: int = 0,
+            abs_diff_sum: float = 0.0, flips: int = 0, failed: bool = False) -> None:
+        with self._lock:
+            agreement = self._by_key.setdefault((model, served, shadow), Agreement())
+            agreement.requests += 1
+            agreement.failures += int(failed)
+            agreement.rows += rows
+            agreement.abs_diff_sum += abs_diff_sum
+            agreement.flips += flips
+
+    def of(self, model: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"shadow": sh, "served": served, **a.as_dict()}
+                    for (m, served, sh), a in sorted(self._by_key.items()) if m == model]
