@@ -253,3 +253,8 @@ def test_a_chunked_body_is_cut_off_at_the_limit_not_read_whole():
     with pytest.raises(PayloadTooLarge):
         asyncio.run(read_json(Request(scope, receive), 1_000_000))
     assert pulled == 1_000_000 // 65536 + 1  # 16 chunks of 64 KiB, not 6,400 (400 MiB)
+
+
+def test_a_usage_range_in_the_far_future_is_refused_not_a_500(client, api_key):
+    r = client.get("/v1/usage?start=9999-12-01&end=9999-12-31", headers={"x-api-key": api_key})
+    assert_error(r, 422, "invalid_range")

@@ -39,6 +39,11 @@ def test_explanations_are_their_own_line_and_not_covered_by_included_predictions
     assert inv["subtotal_usd"] == "0.0055"
 
 
+def test_a_usage_range_ends_today_at_the_latest():
+    # no store is ever asked for a month after today (DynamoDB's month walk once met year 10000)
+    assert parse_range("2026-11-01", "9999-12-31", TODAY) == (date(2026, 11, 1), TODAY)
+
+
 def test_invoice_lines_per_model_and_version_with_exact_amounts():
     rows = [row("2026-10-01", "credit-risk", 3, "0.0005"),
             row("2026-10-02", "credit-risk", 7, "0.0005", requests=2),

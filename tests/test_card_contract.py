@@ -122,3 +122,27 @@ def test_the_docs_publish_the_same_schema_the_loader_enforces(client):
     card_route = doc["paths"]["/v1/models/{name}"]["get"]["responses"]["200"]
     assert card_route["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ModelCard"}
+
+
+def test_a_refused_version_is_not_reopened_on_every_request(store_copy, monkeypatch):
+    from finmaas import registry as registry_module
+    from finmaas.errors import ServiceUnavailable
+    from finmaas.registry import REFUSAL_TTL, ModelRegistry
+
+    from tests.conftest import Clock
+
+    damage(store_copy, DEFECTS["an example the model refuses"][0])
+    opened = []
+    real = registry_module.open_version
+    monkeypatch.setattr(registry_module, "open_version",
+                        lambda *a, **kw: opened.append(1) or real(*a, **kw))
+    clock = Clock()
+    reg = ModelRegistry(LocalModelStore(store_copy), clock=clock)
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable):
+            reg.model("credit-risk", "1")
+    assert len(opened) == 1
+    clock.now += REFUSAL_TTL + 1
+    with pytest.raises(ServiceUnavailable):
+        reg.model("credit-risk", "1")
+    assert len(opened) == 2

@@ -149,7 +149,17 @@ def holdout_explained(built, model_name: str):
     out, features = model.session.run([card.graph_output, "features"], feeds)
     served = model._scores(out)
     contributions, raw = model.explainer.attributions(features, served)
-    return model, contributions, raw, features
+    return model, contributions, raw, served
+
+
+def per_field(model, built, per_column: np.ndarray) -> np.ndarray:
+    """Per-column attributions summed into their card field (one-hot columns folded)."""
+    names = model.explainer.names
+    columns = json.loads(built.files["explainer.json"])["columns"]
+    out = np.zeros((len(per_column), len(names)))
+    for c, field in enumerate(columns):
+        out[:, names.index(field)] += per_column[:, c]
+    return out
 
 
 @pytest.mark.slow
@@ -162,12 +172,7 @@ def test_tree_attributions_match_lightgbm_pred_contrib_on_every_holdout_row(
     transformed = pipeline.named_steps["preprocess"].transform(built.holdout_features)
     lgb = pipeline.steps[-1][1].booster_.predict(np.asarray(transformed, dtype=np.float64),
                                                  pred_contrib=True)
-    # one-hot columns summed back into their field
-    names = model.explainer.names
-    columns = json.loads(built.files["explainer.json"])["columns"]
-    expected = np.zeros((len(lgb), len(names)))
-    for c, field in enumerate(columns):
-        expected[:, names.index(field)] += lgb[:, c]
+    expected = per_field(model, built, lgb[:, :-1])
     assert np.max(np.abs(contributions - expected)) <= 1e-6
     assert model.explainer.base_value == pytest.approx(lgb[0, -1], abs=1e-6)
     assert np.max(np.abs(raw - lgb.sum(axis=1))) <= 1e-5
@@ -181,12 +186,7 @@ def test_linear_attributions_match_the_fitted_coefficients_on_every_holdout_row(
     logit = built.model.steps[-1][1]
     train = np.asarray(json.loads(built.files["explainer.json"])["means"])
     X = np.asarray(pre.transform(built.holdout_features), dtype=np.float64)
-    per_column = (X - train) * logit.coef_[0]
-    names = model.explainer.names
-    columns = json.loads(built.files["explainer.json"])["columns"]
-    expected = np.zeros((len(X), len(names)))
-    for c, field in enumerate(columns):
-        expected[:, names.index(field)] += per_column[:, c]
+    expected = per_field(model, built, (X - train) * logit.coef_[0])
     # the graph computes in float32: its coefficients and inputs carry float32 rounding
     assert np.max(np.abs(contributions - expected)) <= 1e-5
     assert np.max(np.abs(raw - logit.decision_function(X))) <= 1e-4
@@ -194,8 +194,11 @@ def test_linear_attributions_match_the_fitted_coefficients_on_every_holdout_row(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
-def test_additivity_holds_on_every_holdout_row(built_models, model_name):
-    model, contributions, raw, _ = holdout_explained(built_models[model_name], model_name)
+def test_additivity_and_the_link_hold_on_every_holdout_row(built_models, model_name):
+    model, contributions, raw, served = holdout_explained(built_models[model_name], model_name)
     assert len(raw) > 100
     total = model.explainer.base_value + contributions.sum(axis=1)
     assert np.max(np.abs(total - raw)) <= 1e-9
+    # and the raw score, through the link, is the score the graph served (float32 rounding)
+    linked = raw if model.card.task == "regression" else 1 / (1 + np.exp(-raw))
+    assert np.max(np.abs(linked - served)) <= 1e-6

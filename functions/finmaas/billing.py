@@ -45,6 +45,10 @@ def parse_range(start: str | None, end: str | None, today: date) -> tuple[date, 
                             code="invalid_date") from exc
     if lo > hi:
         raise Unprocessable("start must not be after end", code="invalid_range")
+    if lo > today:
+        raise Unprocessable("start must not be after today: there is no usage yet",
+                            code="invalid_range")
+    hi = min(hi, today)  # nothing is recorded after today
     if (hi - lo).days >= MAX_USAGE_DAYS:
         raise Unprocessable(f"at most {MAX_USAGE_DAYS} days per request", code="invalid_range")
     return lo, hi

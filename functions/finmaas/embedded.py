@@ -40,12 +40,19 @@ def _create(path: Path) -> None:
                 os.unlink(leftover)
 
 
+def private_home(home: Path) -> Path:
+    """The store's folder, created owner-only (0700): it holds the database, the demo key
+    and their lock files."""
+    if not home.exists():
+        home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    return home
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """One connection per store. WAL so readers never block the writer; NORMAL sync is
     durable across a process crash (a committed record survives SIGKILL). Files are 0600
     and a home this creates is 0700: the file holds all usage and the key hashes."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    private_home(path.parent)
     if not path.exists():
         _create(path)
     elif path.stat().st_size == 0:

@@ -25,6 +25,10 @@ from .runtime import LoadedModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
 DEFAULT_ALIAS = "production"
+# A version that failed to open is refused for this long before it is tried again: a
+# broken version must not be re-hashed and re-opened, under the registry's lock, on
+# every request for it.
+REFUSAL_TTL = 10.0
 
 
 class ModelRegistry:
@@ -49,6 +53,7 @@ class ModelRegistry:
         self._versions: dict[str, tuple[float, list[str]]] = {}
         self._cards: dict[tuple[str, str], ModelCard] = {}
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._refused: dict[tuple[str, str], tuple[float, ServiceUnavailable]] = {}
         self._lock = threading.RLock()
 
     # -- names, aliases, versions ------------------------------------------------------
@@ -149,9 +154,17 @@ class ModelRegistry:
             if loaded is not None:
                 self._models.move_to_end(key)
                 return loaded
+            refused = self._refused.get(key)
+            if refused is not None and self._clock() - refused[0] < REFUSAL_TTL:
+                raise refused[1]  # not re-hashed and re-opened on every request
             card = self.card(name, version)
             started = time.perf_counter()
-            loaded = self._load(card)
+            try:
+                loaded = self._load(card)
+            except ServiceUnavailable as exc:
+                self._refused[key] = (self._clock(), exc)
+                raise
+            self._refused.pop(key, None)
             if self._on_load:
                 self._on_load(name, version, (time.perf_counter() - started) * 1000)
             self._models[key] = loaded

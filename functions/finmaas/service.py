@@ -64,11 +64,6 @@ class PredictionService:
         """``body`` is what a retry must repeat (see ``api.body.fingerprint_source``)."""
         return self.serve("prediction", caller, name, ref, instances, body, idempotency_key)
 
-    def explain(self, caller: Caller, name: str, ref: str | None, instances: list[Any],
-                body: bytes, idempotency_key: str | None = None) -> PredictResult:
-        """Predictions with their exact attributions, billed as explained rows."""
-        return self.serve("explanation", caller, name, ref, instances, body, idempotency_key)
-
     def serve(self, kind: str, caller: Caller, name: str, ref: str | None,
               instances: list[Any], body: bytes, idempotency_key: str | None) -> PredictResult:
         """One path for every kind of call: validate and run, record once, answer."""
@@ -122,7 +117,7 @@ class PredictionService:
                 run = model.explain if kind == "explanation" else model.predict
                 predictions = run(instances)
         else:
-            self.telemetry.predicted(name, version, units)
+            self.telemetry.predicted(name, version, units, kind)
             shadow = self.registry.shadow(name, ref)
             if shadow is not None:
                 self._shadow(name, version, shadow, model.card, instances, predictions)

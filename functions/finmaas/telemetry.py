@@ -8,7 +8,8 @@ from typing import Any, Protocol
 
 class Telemetry(Protocol):
     def model_loaded(self, model: str, version: str, ms: float) -> None: ...
-    def predicted(self, model: str, version: str, rows: int) -> None: ...
+    def predicted(self, model: str, version: str, rows: int,
+                  kind: str = "prediction") -> None: ...
     def error(self, code: str, status: int) -> None: ...
     def metering_failed(self) -> None: ...
     def shadowed(self, model: str, shadow: str, rows: int, mean_abs_diff: float | None,
@@ -19,7 +20,8 @@ class NullTelemetry:
     def model_loaded(self, model: str, version: str, ms: float) -> None:
         pass
 
-    def predicted(self, model: str, version: str, rows: int) -> None:
+    def predicted(self, model: str, version: str, rows: int,
+                  kind: str = "prediction") -> None:
         pass
 
     def error(self, code: str, status: int) -> None:
@@ -46,11 +48,13 @@ class PowertoolsTelemetry:
 
         self.metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=ms)
 
-    def predicted(self, model: str, version: str, rows: int) -> None:
+    def predicted(self, model: str, version: str, rows: int,
+                  kind: str = "prediction") -> None:
         from aws_lambda_powertools.metrics import MetricUnit
 
         # One metric per call: request counts come from API Gateway's Count metric.
-        self.metrics.add_metric(name="RowsPredicted", unit=MetricUnit.Count, value=rows)
+        name = "RowsExplained" if kind == "explanation" else "RowsPredicted"
+        self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=rows)
 
     def error(self, code: str, status: int) -> None:
         """Errors by code: a separate EMF line per error, with the code as a dimension

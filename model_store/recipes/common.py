@@ -425,6 +425,16 @@ def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFr
 EXPLAINER_FILE = "explainer.json"
 
 
+def built_classifier(name: str, version: str, exported: Exported, card: dict[str, Any],
+                     X_te: pd.DataFrame, model: Any) -> BuiltModel:
+    """A classifier version with its explainer data as the version's other file."""
+    from .explainers import explainer_bytes
+
+    return BuiltModel(name, version, exported.onnx_bytes, card, exported.parity, X_te,
+                      exported.reference,
+                      files={EXPLAINER_FILE: explainer_bytes(exported.explainer)}, model=model)
+
+
 def explanation_sections(explainer: dict[str, Any], labels: dict[str, str], *, outcome: str,
                          output_space: str, attribution: str = "fields") -> dict[str, Any]:
     """The card's ``explanation`` (method, output space, file) and ``reasons`` sections.

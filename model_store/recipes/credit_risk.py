@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common, explainers
+from . import common
 
 NAME = "credit-risk"
 VERSION = "1"
@@ -181,7 +181,4 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                                       outcome="the estimated risk of default",
                                       output_space="log-odds of default"),
     }
-    return common.BuiltModel(
-        NAME, VERSION, exported.onnx_bytes, card, parity, X_te, reference,
-        files={common.EXPLAINER_FILE: explainers.explainer_bytes(exported.explainer)},
-        model=model)
+    return common.built_classifier(NAME, VERSION, exported, card, X_te, model)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import common, explainers
+from . import common
 
 NAME = "mortgage-approval"
 VERSION = "1"
@@ -215,7 +215,4 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
                                       outcome="the estimated chance of denial",
                                       output_space="log-odds of denial"),
     }
-    return common.BuiltModel(
-        NAME, VERSION, exported.onnx_bytes, card, parity, X_te, reference,
-        files={common.EXPLAINER_FILE: explainers.explainer_bytes(exported.explainer)},
-        model=model)
+    return common.built_classifier(NAME, VERSION, exported, card, X_te, model)

@@ -28,7 +28,7 @@ from ..metering import MeteringStore, open_metering_store
 from ..modelstore import open_store
 from ..plans import get_plan
 from ..registry import ModelRegistry
-from ..service import PredictionService, PredictResult
+from ..service import PredictionService
 from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
 from . import body as bodies
@@ -158,6 +158,7 @@ async def _serve(request: Request, kind: str) -> Response:
     s = _services(request)
     name = request.path_params["name"]
     path_version = request.path_params.get("version")
+    caller = await s.run(resolve_caller, request.scope, s.directory)  # who, before what
     idem = bodies.idempotency_key(request)
     doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
     instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
@@ -165,12 +166,9 @@ async def _serve(request: Request, kind: str) -> Response:
         raise ApiError(f"version {body_version!r} in the body contradicts the path's "
                        f"{path_version!r}", status=422, code="version_conflict")
 
-    def work() -> PredictResult:
-        caller = resolve_caller(request.scope, s.directory)
-        return s.predictions.serve(kind, caller, name, path_version or body_version,
-                                   instances, bodies.fingerprint_source(doc, raw, idem), idem)
-
-    result = await s.run(work)
+    result = await s.run(s.predictions.serve, kind, caller, name,
+                         path_version or body_version, instances,
+                         bodies.fingerprint_source(doc, raw, idem), idem)
     headers = {"x-request-id": result.body["request_id"]}
     if idem is not None:
         headers["Idempotent-Replayed"] = "true" if result.replayed else "false"

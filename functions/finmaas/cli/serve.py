@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..embedded import private_home
 from .common import err, open_tenants
 
 
@@ -25,7 +26,7 @@ def demo_key(settings: Settings) -> str:
     from ..keys import DEMO_PLAN, EVENTS_TENANT, LocalKeyIssuer
     from ..tenants.base import hash_key
 
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_home(settings.home)
     path = settings.home / "demo-key"
     with _exclusive(settings.home / "demo-key.lock"):
         tenants = open_tenants(settings)
@@ -52,7 +53,8 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    with open(lock_path, "a") as handle:
+    with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                   "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 

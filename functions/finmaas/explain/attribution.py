@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ class ModelExplainer:
             raise ExplainerMismatch(f"explainer method {method!r} != card's {spec.method!r}")
         self._data: dict[str, Any] | None = data
         self._engine: TreeExplainer | LinearExplainer | None = None
+        self._building = threading.Lock()
         self._columns = columns
         if not lazy:
             _ = self.engine
@@ -75,22 +77,26 @@ class ModelExplainer:
     @property
     def engine(self) -> TreeExplainer | LinearExplainer:
         if self._engine is None:
-            data, columns = self._data or {}, self._columns
-            try:
-                if data.get("method") == "tree_path_dependent":
-                    engine: TreeExplainer | LinearExplainer = TreeExplainer(
-                        data["trees"], len(columns),
-                        base_offset=float(data.get("base_offset", 0)))
-                else:
-                    engine = LinearExplainer(data["coefficients"], data["intercept"],
-                                             data["means"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ExplainerMismatch(f"explainer data is malformed: {exc}") from exc
-            if engine.n_features != len(columns):
-                raise ExplainerMismatch("explainer columns and model features differ in "
-                                        "number")
-            self._engine, self._data = engine, None  # the arrays now live in the engine
+            with self._building:  # the local server explains from several threads
+                if self._engine is None:
+                    self._build()
+        assert self._engine is not None
         return self._engine
+
+    def _build(self) -> None:
+        data, columns = self._data or {}, self._columns
+        try:
+            if data.get("method") == "tree_path_dependent":
+                engine: TreeExplainer | LinearExplainer = TreeExplainer(
+                    data["trees"], len(columns), base_offset=float(data.get("base_offset", 0)))
+            else:
+                engine = LinearExplainer(data["coefficients"], data["intercept"],
+                                         data["means"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExplainerMismatch(f"explainer data is malformed: {exc}") from exc
+        if engine.n_features != len(columns):
+            raise ExplainerMismatch("explainer columns and model features differ in number")
+        self._engine, self._data = engine, None  # the arrays now live in the engine
 
     @property
     def base_value(self) -> float:

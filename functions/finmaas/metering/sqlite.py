@@ -65,13 +65,26 @@ class SQLiteMeteringStore(MeteringStore):
         self._conn = connect(self.path)
         self._lock = threading.Lock()
         with self._lock:
-            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(usage_records)")}
-            if columns and "kind" not in columns:
-                self._conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_KINDS} COMMIT;")
+            self._migrate()
             self._conn.executescript(SCHEMA)
             # Raw records expire (like DynamoDB TTL); rollups are kept.
             self._conn.execute("DELETE FROM usage_records WHERE expires_at < ?",
                                (int(utcnow().timestamp()),))
+
+    def _migrate(self) -> None:
+        """Give a store from before usage kinds its ``kind`` columns, once: the check runs
+        inside the write transaction, so two processes opening it at once agree."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(usage_records)")}
+            if columns and "kind" not in columns:
+                for statement in MIGRATE_KINDS.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def record(self, rec: UsageRecord) -> UsageRecord:
         expires = int((rec.timestamp + self.retention).timestamp())
