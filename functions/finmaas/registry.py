@@ -162,7 +162,8 @@ class ModelRegistry:
             try:
                 loaded = self._load(card)
             except ServiceUnavailable as exc:
-                self._refused[key] = (self._clock(), exc)
+                if exc.code == "model_unavailable":  # the version itself; not a bad copy
+                    self._refused[key] = (self._clock(), exc)  # (evicted) or an outage
                 raise
             self._refused.pop(key, None)
             if self._on_load:
