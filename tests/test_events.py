@@ -120,9 +120,20 @@ def test_cold_start_is_counted_once_and_predictions_are_published(handler, capsy
     assert cold[0]["function_name"] == "finmaas-inference" and cold[0]["service"] == "inference"
     rows = [m for m in emf if "RowsPredicted" in m]
     assert len(rows) == 1 and rows[0]["RowsPredicted"] == [1.0]
+    # per model and version served, so a canary is watched against its primary
+    assert (rows[0]["model"], rows[0]["version"], rows[0]["Requests"]) == (
+        "credit-risk", "1", [1.0])
+    assert rows[0]["Latency"][0] > 0
     # Nothing else: no empty EMF blob for the invocations that measured nothing.
     assert all(m["_aws"]["CloudWatchMetrics"][0]["Metrics"] for m in emf)
     assert len(emf) == 2
+
+
+def test_a_refused_call_is_counted_against_the_version_that_refused_it(handler, capsys):
+    handler(load_event("bad-wrong-type.json"), LambdaContext())
+    errors = [m for m in emf_lines(capsys) if "Errors" in m]
+    assert [(m["model"], m["version"], m["status"]) for m in errors] == [
+        ("loan-default", "1", "4xx")]
 
 
 def test_errors_are_counted_by_code_in_emf(handler, capsys):

@@ -180,6 +180,18 @@ def test_dashboard_alarms_and_log_retention(template):
         assert group["Properties"]["RetentionInDays"] == 30
 
 
+def test_the_dashboard_shows_requests_latency_and_errors_per_model_version(template):
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    body = "".join(p for p in parts if isinstance(p, str)).replace('\\"', '"')
+    for metric, schema in (("Requests", "model,service,version"),
+                           ("Latency", "model,service,version"),
+                           ("Errors", "model,service,status,version"),
+                           ("RowsPredicted", "model,service,version")):
+        assert f"SEARCH('{{FinMaaS,{schema}}} MetricName=\"{metric}\"'" in body, metric
+    assert "per model version" in body
+
+
 def test_outputs_name_the_api_bucket_and_tables(template):
     outputs = template.find_outputs("*")
     assert {"ApiUrl", "ModelsBucketName", "UsageTableName", "RollupsTableName",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cards import ModelCard
-from .errors import Conflict, ServiceUnavailable
+from .errors import ApiError, Conflict, ServiceUnavailable
 from .metering import MeteringStore, MeteringUnavailable, UsageRecord, format_usd, record_id_for
 from .metering.base import utcnow
 from .registry import ModelRegistry
@@ -71,9 +71,13 @@ class PredictionService:
         record_id = record_id_for(caller.tenant, caller.request_id, idempotency_key)
         # a canary picks by the record id: a retry lands where the first attempt did
         version = self.registry.resolve(name, ref, assign=record_id)
-        model = self.registry.model(name, version)
-        run = model.explain if kind == "explanation" else model.predict
-        predictions = run(instances)
+        try:
+            model = self.registry.model(name, version)
+            run = model.explain if kind == "explanation" else model.predict
+            predictions = run(instances)
+        except ApiError as exc:
+            self.telemetry.failed(name, version, exc.status)
+            raise
         units = len(predictions)
         unit_price = model.card.price_of(kind)
         rec = UsageRecord(
@@ -96,6 +100,7 @@ class PredictionService:
             stored = self.metering.record(rec)
         except MeteringUnavailable as exc:
             self.telemetry.metering_failed()
+            self.telemetry.failed(name, version, 503)
             log.error("usage record not written; prediction withheld",
                       extra={"record_id": rec.record_id, "error": str(exc)})
             raise ServiceUnavailable(
@@ -117,7 +122,8 @@ class PredictionService:
                 run = model.explain if kind == "explanation" else model.predict
                 predictions = run(instances)
         else:
-            self.telemetry.predicted(name, version, units, kind)
+            self.telemetry.predicted(name, version, units, kind,
+                                     (time.perf_counter() - started) * 1000)
             shadow = self.registry.shadow(name, ref)
             if shadow is not None:
                 self._shadow(name, version, shadow, model.card, instances, predictions)

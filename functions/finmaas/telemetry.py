@@ -9,7 +9,8 @@ from typing import Any, Protocol
 class Telemetry(Protocol):
     def model_loaded(self, model: str, version: str, ms: float) -> None: ...
     def predicted(self, model: str, version: str, rows: int,
-                  kind: str = "prediction") -> None: ...
+                  kind: str = "prediction", ms: float = 0.0) -> None: ...
+    def failed(self, model: str, version: str, status: int) -> None: ...
     def error(self, code: str, status: int) -> None: ...
     def metering_failed(self) -> None: ...
     def shadowed(self, model: str, shadow: str, rows: int, mean_abs_diff: float | None,
@@ -21,7 +22,10 @@ class NullTelemetry:
         pass
 
     def predicted(self, model: str, version: str, rows: int,
-                  kind: str = "prediction") -> None:
+                  kind: str = "prediction", ms: float = 0.0) -> None:
+        pass
+
+    def failed(self, model: str, version: str, status: int) -> None:
         pass
 
     def error(self, code: str, status: int) -> None:
@@ -49,12 +53,32 @@ class PowertoolsTelemetry:
         self.metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=ms)
 
     def predicted(self, model: str, version: str, rows: int,
-                  kind: str = "prediction") -> None:
+                  kind: str = "prediction", ms: float = 0.0) -> None:
+        """Rows, one request and its latency, per model and version served (a canary is
+        watched against its primary). A Lambda invocation serves one request, so the
+        invocation's batch takes the model and version as dimensions: no extra EMF line."""
         from aws_lambda_powertools.metrics import MetricUnit
 
-        # One metric per call: request counts come from API Gateway's Count metric.
+        self.metrics.add_dimension(name="model", value=model)
+        self.metrics.add_dimension(name="version", value=version)
         name = "RowsExplained" if kind == "explanation" else "RowsPredicted"
         self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=rows)
+        self.metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        self.metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=ms)
+
+    def failed(self, model: str, version: str, status: int) -> None:
+        """A call refused after its version was chosen (a field failing the card, the
+        usage store down): counted per version on a line of its own, so the batch's
+        service-level metrics (MeteringFailures, watched by an alarm) keep their
+        dimensions."""
+        from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+        with single_metric(name="Errors", unit=MetricUnit.Count, value=1,
+                           namespace=self.NAMESPACE,
+                           default_dimensions={"service": "inference"}) as metric:
+            metric.add_dimension(name="model", value=model)
+            metric.add_dimension(name="version", value=version)
+            metric.add_dimension(name="status", value=f"{status // 100}xx")
 
     def error(self, code: str, status: int) -> None:
         """Errors by code: a separate EMF line per error, with the code as a dimension

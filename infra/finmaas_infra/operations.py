@@ -15,6 +15,22 @@ NAMESPACE = "FinMaaS"  # finmaas.telemetry.PowertoolsTelemetry.NAMESPACE
 SERVICE_DIMENSION = {"service": "inference"}
 
 
+def per_version(metric: str, statistic: str, label: str) -> cw.MathExpression:
+    """Every (model, version) line of an application metric: versions appear as they are
+    published and rolled out, so the graph searches for them instead of naming them."""
+    return cw.MathExpression(
+        expression=f"SEARCH('{{{NAMESPACE},model,service,version}} "
+                   f"MetricName=\"{metric}\"', '{statistic}', 60)",
+        label=label, period=cdk.Duration.minutes(1))
+
+
+def per_version_errors() -> cw.MathExpression:
+    return cw.MathExpression(
+        expression=f"SEARCH('{{{NAMESPACE},model,service,status,version}} "
+                   f"MetricName=\"Errors\"', 'Sum', 60)",
+        label="errors", period=cdk.Duration.minutes(1))
+
+
 def app_metric(name: str, statistic: str = "Sum", dimensions: dict | None = None) -> cw.Metric:
     return cw.Metric(namespace=NAMESPACE, metric_name=name, statistic=statistic,
                      dimensions_map=dimensions or SERVICE_DIMENSION,
@@ -34,7 +50,10 @@ class Operations(Construct):
         cold_starts = app_metric(
             "ColdStart", dimensions={"service": "inference",
                                      "function_name": function.function_name})
-        rows = app_metric("RowsPredicted")
+        # rows, summed over the model and version dimensions they are published with
+        rows = cw.MathExpression(
+            expression="SUM(rows)", label="rows predicted", period=minute,
+            using_metrics={"rows": per_version("RowsPredicted", "Sum", "rows")})
         metering_failures = app_metric("MeteringFailures")
         throttles = function.metric_throttles(period=minute, statistic="Sum")
 
@@ -79,6 +98,15 @@ class Operations(Construct):
             cw.GraphWidget(title="Rows predicted", left=[rows], width=6),
             cw.GraphWidget(title="Metering failures", left=[metering_failures], width=6),
             cw.GraphWidget(title="Lambda throttles", left=[throttles], width=6),
+        )
+        # a canary against its primary, a new version against the old
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Requests per model version",
+                           left=[per_version("Requests", "Sum", "requests")], width=8),
+            cw.GraphWidget(title="Latency p99 per model version (ms, in the function)",
+                           left=[per_version("Latency", "p99", "p99")], width=8),
+            cw.GraphWidget(title="Errors per model version (4xx / 5xx)",
+                           left=[per_version_errors()], width=8),
         )
         self.dashboard.add_widgets(cw.AlarmStatusWidget(
             title="Alarms", width=24,
