@@ -259,13 +259,28 @@ def run_onnx(onnx_bytes: bytes, feeds: dict[str, np.ndarray], output: str,
     return np.asarray(out[:, column] if column is not None else out).reshape(-1)
 
 
+class ParityError(RuntimeError):
+    """The ONNX graph does not compute what the trained model computes; the message is
+    the parity report (largest difference, rows beyond tolerance, the worst rows)."""
+
+    def __init__(self, message: str, max_abs_diff: float, rows_beyond: int) -> None:
+        super().__init__(message)
+        self.max_abs_diff = max_abs_diff
+        self.rows_beyond = rows_beyond
+
+
 def check_parity(name: str, reference: np.ndarray, served: np.ndarray) -> float:
-    diff = float(np.max(np.abs(reference.astype(np.float64) - served.astype(np.float64))))
+    gaps = np.abs(reference.astype(np.float64).reshape(-1) - served.astype(np.float64).reshape(-1))
+    diff = float(np.max(gaps))
     if not diff <= PARITY_TOLERANCE:
-        raise RuntimeError(
+        beyond = int((~(gaps <= PARITY_TOLERANCE)).sum())
+        worst = np.argsort(-np.nan_to_num(gaps, nan=np.inf))[:3]
+        rows = ", ".join(f"row {i}: model {reference.flat[i]:.9g} vs ONNX {served.flat[i]:.9g}"
+                         for i in worst)
+        raise ParityError(
             f"{name}: ONNX output differs from the trained model by {diff:.3g} "
-            f"(tolerance {PARITY_TOLERANCE}); refusing to publish"
-        )
+            f"(tolerance {PARITY_TOLERANCE}) on {beyond} of {len(gaps)} rows ({rows}); "
+            "refusing to publish", diff, beyond)
     return diff
 
 
