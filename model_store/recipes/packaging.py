@@ -375,14 +375,20 @@ def _target(sample: pd.DataFrame, target: str, task: str, positive: Any,
             raise PackagingError(f"target column {target!r} must be numeric for a regressor")
         return series.to_numpy(dtype=np.float64)
     levels = set(series.unique().tolist())
-    if positive in levels:
-        return (series == positive).to_numpy(dtype=np.int64)
-    if event in {str(v) for v in levels}:
-        return (series.astype(str) == event).to_numpy(dtype=np.int64)
-    if levels <= {0, 1}:
-        return series.to_numpy(dtype=np.int64)
-    raise PackagingError(f"target column {target!r} takes {sorted(map(str, levels))}; the "
-                         f"model's positive class {positive!r} is not among them")
+    if levels <= {0, 1}:  # True and False compare equal to 1 and 0
+        y = series.astype(np.int64).to_numpy()
+    elif len(levels) == 2 and event in {str(v) for v in levels}:
+        y = (series.astype(str) == event).to_numpy(dtype=np.int64)
+    elif len(levels) <= 2 and str(positive) in {str(v) for v in levels}:
+        y = (series.astype(str) == str(positive)).to_numpy(dtype=np.int64)
+    else:
+        raise PackagingError(
+            f"target column {target!r} takes {sorted(map(str, levels))}: give 0/1, or two "
+            f"values one of which is the model's positive class ({positive!r}) or --event")
+    if y.min() == y.max():
+        raise PackagingError(f"target column {target!r} has only one outcome in the sample; "
+                             "holdout metrics need rows of both")
+    return y
 
 
 def _apply_overrides(card: dict[str, Any], overrides: Mapping[str, Any]) -> None:
