@@ -161,7 +161,8 @@ def _check_columns(used: list[str], sample: pd.DataFrame, what: str) -> None:
     problems = []
     if extra:
         problems.append(f"sample column(s) {extra} are not used by the {what}; drop them "
-                        "(every card input must be a model input)")
+                        "(every card input must be a model input), or name the outcome "
+                        "column with --target")
     if missing:
         problems.append(f"the {what} needs column(s) {missing}, absent from the sample")
     if problems:
