@@ -294,3 +294,23 @@ def test_maas_models_new_says_why_it_refuses(data, tmp_path, capsys):
     assert code == 1
     assert err.startswith("maas: not packaged: the sample has 10 rows")
     assert "Traceback" not in err and not (tmp_path / "v").exists()
+
+
+def test_a_pipeline_that_reads_missing_categories_its_own_way_is_refused(data):
+    from finmaas_recipes.packaging import PackagingError, package
+
+    # Given a pipeline that learned NaN as a category of its own (the server sends "")
+    train, sample = data
+    gappy = lambda df: df.assign(student=df["student"].where(  # noqa: E731
+        df.index % 3 != 0, np.nan))
+    model = fitted(logistic(), gappy(train))
+    with pytest.raises(PackagingError, match=r"scores \d+ sample row\(s\) differently when "
+                                             r"category columns \['student'\] arrive"):
+        package(NAME, model, gappy(sample), target="default")
+
+
+def test_a_true_false_column_is_refused(data):
+    from finmaas_recipes.packaging import PackagingError, infer_input
+
+    with pytest.raises(PackagingError, match="'student' is true/false"):
+        infer_input(data[1]["student"].eq("Yes").rename("student"))

@@ -94,7 +94,7 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
 
 # -- inferring the card's inputs from the sample -----------------------------------------
 def _is_category(series: pd.Series) -> bool:
-    return not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+    return not pd.api.types.is_numeric_dtype(series)
 
 
 def infer_input(series: pd.Series) -> dict[str, Any]:
@@ -105,6 +105,9 @@ def infer_input(series: pd.Series) -> dict[str, Any]:
     present = series.dropna()
     if present.empty:
         raise PackagingError(f"column {name!r} has no values in the sample")
+    if pd.api.types.is_bool_dtype(series) or {type(v) for v in present} == {bool}:
+        raise PackagingError(f"column {name!r} is true/false, which JSON callers cannot send "
+                             "to a graph: train and sample it as 0/1 or as text ('yes'/'no')")
     if _is_category(series):
         levels = sorted({str(v) for v in present})
         if len(levels) > MAX_CATEGORIES:
@@ -206,6 +209,31 @@ def _from_pipeline(name: str, model: Any, X: pd.DataFrame,
             "positive": final.classes_[1],
             "algorithm": f"scikit-learn Pipeline: {type(model.steps[0][1]).__name__} + "
                          f"{type(final).__name__}"}
+
+
+def _check_served_categories(model: Any, raw: pd.DataFrame, served: pd.DataFrame,
+                             inputs: list[dict[str, Any]]) -> None:
+    """The server sends categories as strings, "" when omitted. A pipeline that learned
+    something else for a gap (NaN as its own category) or for non-string values would
+    score the caller's record differently from the publisher's: refuse it."""
+    categories = [i["name"] for i in inputs if i["type"] == "category"]
+    if not categories:
+        return
+    as_given = served.copy()
+    for c in categories:
+        as_given[c] = raw[c].to_numpy()
+    try:
+        before = model.predict_proba(as_given)[:, 1]
+    except Exception as exc:
+        raise PackagingError(f"the pipeline cannot score the sample as given: {exc}") from exc
+    after = model.predict_proba(served)[:, 1]
+    gaps = np.abs(before - after)
+    if float(gaps.max()) > common.PARITY_TOLERANCE:
+        rows = int((gaps > common.PARITY_TOLERANCE).sum())
+        raise PackagingError(
+            f"the pipeline scores {rows} sample row(s) differently when category columns "
+            f"{categories} arrive as the server sends them (text, \"\" when omitted): train "
+            "it on text categories, with missing ones filled with \"\"")
 
 
 def _per_field_inputs(onx: Any, fields: list[str], tensor: str) -> None:
@@ -457,6 +485,9 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
         _check_columns(_pipeline_columns(source), features, "pipeline's ColumnTransformer")
     inputs = [infer_input(features[c]) for c in features.columns]
     X = _clean(features, inputs)
+    if kind == "pipeline":
+        _classifier_kind(source.steps[-1][1])
+        _check_served_categories(source, features, X, inputs)
     converted = {"onnx": _from_onnx, "booster": _from_booster,
                  "pipeline": _from_pipeline}[kind](name, source, X, inputs)
     task = converted["task"]
