@@ -314,3 +314,41 @@ def test_a_true_false_column_is_refused(data):
 
     with pytest.raises(PackagingError, match="'student' is true/false"):
         infer_input(data[1]["student"].eq("Yes").rename("student"))
+
+
+def lightgbm_regressor():
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(n_estimators=30, num_leaves=7, verbose=-1, n_jobs=1)
+
+
+def linear_regression():
+    from sklearn.linear_model import LinearRegression
+
+    return LinearRegression()
+
+
+@pytest.mark.parametrize("make", [linear_regression, lightgbm_regressor])
+def test_a_regressor_pipeline_is_packaged_verified_and_served(data, tmp_path, make):
+    from finmaas_recipes.packaging import package
+
+    # Given a pipeline predicting the card balance from student status and income
+    train, sample = data
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    model = Pipeline([
+        ("preprocess", ColumnTransformer([
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["student"]),
+            ("num", "passthrough", ["income"])])),
+        ("model", make())]).fit(train[["student", "income"]], train["balance"])
+    sample = sample[["student", "income", "balance"]]
+    # When it is packaged with the balance as target
+    built = package(NAME, model, sample, target="balance")
+    # Then the card is a regression with R2 on the sample, and the app serves its values
+    assert built.card["task"] == "regression" and "r2" in built.card["metrics"]
+    assert built.card["outputs"][0]["name"] == "value"
+    expected = model.predict(sample[["student", "income"]])
+    linear = make is linear_regression  # the zoo explains linear models and tree classifiers
+    assert_served(built, tmp_path, expected, sample, ["student", "income"], explains=linear)

@@ -152,10 +152,13 @@ def cross_validated_auc(make_model: Callable[[], Any], X: pd.DataFrame, y: np.nd
 
 
 def register_lightgbm() -> None:
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier, LGBMRegressor
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
 
     update_registered_converter(
         LGBMClassifier,
@@ -164,6 +167,9 @@ def register_lightgbm() -> None:
         convert_lightgbm,
         options={"nocl": [True, False], "zipmap": [True, False, "columns"], "split": None},
     )
+    update_registered_converter(
+        LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+        convert_lightgbm, options={"split": None})
 
 
 def _floor_float32(t: float) -> np.float32:
@@ -217,7 +223,8 @@ def to_onnx_classifier(
     pipeline: Any, numeric_cols: Sequence[str], category_cols: Sequence[str], doc: str,
     name: str, *, proto: bool = False,
 ) -> Any:
-    """Convert a fitted sklearn pipeline with one named graph input per business field."""
+    """Convert a fitted sklearn pipeline with one named graph input per business field
+    (a classifier's probabilities as a matrix, a regressor's value as ``variable``)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -228,7 +235,7 @@ def to_onnx_classifier(
     onx = convert_sklearn(
         pipeline,
         initial_types=initial,
-        options={id(final): {"zipmap": False}},
+        options={id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None,
         target_opset={"": 17, "ai.onnx.ml": 3},
         doc_string=doc,
         name=name,
@@ -435,6 +442,31 @@ def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFr
     served = run_onnx(onnx_bytes, onnx_feeds(X_te, numeric_cols, category_cols),
                       "probabilities", 1)
     return Exported(onnx_bytes, reference, check_parity(name, reference, served), explainer)
+
+
+def export_regressor(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
+                     numeric_cols: Sequence[str], category_cols: Sequence[str],
+                     doc: str) -> Exported:
+    """``export_classifier`` for a regressor pipeline: parity relative to the values'
+    magnitude (float32 is exact to ~1e-7 of it), and explainer data for a linear model
+    only (the tree explainer reads classifier trees); ``explainer`` is {} for trees."""
+    from . import explainers
+
+    reference = np.asarray(model.predict(X_te), dtype=np.float64).reshape(-1)
+    onx = to_onnx_classifier(model, numeric_cols, category_cols, doc, name, proto=True)
+    pre, final = model.steps[0][1], model.steps[-1][1]
+    explainer: dict[str, Any] = {}
+    if not hasattr(final, "booster_"):
+        columns = explainers.column_fields(pre, X_tr)
+        explainers.expose_features(onx)
+        train = np.asarray(pre.transform(X_tr), dtype=np.float64)
+        explainer = explainers.linear_explainer(onx, train, columns)
+    onnx_bytes = onx.SerializeToString()
+    served = run_onnx(onnx_bytes, onnx_feeds(X_te, numeric_cols, category_cols),
+                      "variable", None)
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    parity = check_parity(name, reference / scale, served / scale)
+    return Exported(onnx_bytes, reference, parity, explainer)
 
 
 EXPLAINER_FILE = "explainer.json"

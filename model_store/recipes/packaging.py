@@ -1,12 +1,13 @@
 """Package a publisher's own model as a FinMaaS version: ONNX graph, card and explainer data.
 
 ``package(name, source, sample, ...)`` takes a fitted scikit-learn Pipeline
-(ColumnTransformer + LogisticRegression or LGBMClassifier), a LightGBM booster (binary or
-regression, numeric columns) or an ONNX file with one ``[None, 1]`` input per field, and
-a sample of the data the model scores. It converts with the zoo's own code
-(``common.export_classifier``: preprocessing inside the graph, exact tree thresholds, the
-parity gate, explainer data), infers the card from the sample and opens the result
-through the server's door (``finmaas.runtime.open_version``) before anyone writes it.
+(ColumnTransformer + LogisticRegression, LGBMClassifier, LinearRegression or LGBMRegressor),
+a LightGBM booster (binary or regression, numeric columns) or an ONNX file with one
+``[None, 1]`` input per field, and a sample of the data the model scores. It converts with
+the zoo's own code (``common.export_classifier``/``export_regressor``: preprocessing
+inside the graph, exact tree thresholds, the parity gate, explainer data), infers the
+card from the sample and opens the result through the server's door
+(``finmaas.runtime.open_version``) before anyone writes it.
 ``write_version(built, out_dir)`` writes ``model.onnx``, ``card.json`` and the other files.
 
 Training extra only: pandas, scikit-learn, LightGBM and the converters never enter the
@@ -172,41 +173,44 @@ def _check_columns(used: list[str], sample: pd.DataFrame, what: str) -> None:
         raise PackagingError("; ".join(problems))
 
 
-def _classifier_kind(estimator: Any) -> str:
-    from sklearn.linear_model import LogisticRegression
+def _estimator_kind(estimator: Any) -> str:
+    """"classifier" or "regressor" for the estimators FinMaaS converts and explains."""
+    from lightgbm import LGBMClassifier, LGBMRegressor
+    from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    if isinstance(estimator, LogisticRegression):
-        return "linear"
-    from lightgbm import LGBMClassifier
-
-    if isinstance(estimator, LGBMClassifier):
-        return "trees"
+    if isinstance(estimator, (LogisticRegression, LGBMClassifier)):
+        return "classifier"
+    if isinstance(estimator, (LinearRegression, LGBMRegressor)):
+        return "regressor"
     raise PackagingError(
         f"unsupported estimator {type(estimator).__name__}: FinMaaS packages pipelines "
-        "ending in LogisticRegression or LGBMClassifier (or export it to ONNX yourself and "
-        "package the .onnx file)")
+        "ending in LogisticRegression, LGBMClassifier, LinearRegression or LGBMRegressor "
+        "(or export the model to ONNX yourself and package the .onnx file)")
 
 
 def _from_pipeline(name: str, model: Any, X: pd.DataFrame,
                    inputs: list[dict[str, Any]]) -> dict[str, Any]:
     final = model.steps[-1][1]
-    _classifier_kind(final)
-    if len(getattr(final, "classes_", [])) != 2:
-        raise PackagingError("only binary classifiers are supported from a pipeline")
+    classifier = _estimator_kind(final) == "classifier"
+    if classifier and len(final.classes_) != 2:
+        raise PackagingError(f"only binary classifiers are supported; this one has "
+                             f"{len(final.classes_)} classes")
     numbers = [i["name"] for i in inputs if i["type"] != "category"]
     categories = [i["name"] for i in inputs if i["type"] == "category"]
+    export = common.export_classifier if classifier else common.export_regressor
     try:
-        exported = common.export_classifier(name, model, X, X, numbers, categories,
-                                            f"{name}: packaged by FinMaaS")
+        exported = export(name, model, X, X, numbers, categories,
+                          f"{name}: packaged by FinMaaS")
     except common.ParityError as exc:
         raise PackagingError(f"parity check failed: {exc}") from exc
     except Exception as exc:
         raise PackagingError(f"cannot convert the pipeline to ONNX: {exc}") from exc
-    return {"task": "binary_classification", "onnx": exported.onnx_bytes,
-            "reference": exported.reference, "parity": exported.parity,
-            "explainer": exported.explainer, "serving": {"output": "probabilities",
-                                                         "column": 1},
-            "positive": final.classes_[1],
+    return {"task": "binary_classification" if classifier else "regression",
+            "onnx": exported.onnx_bytes, "reference": exported.reference,
+            "parity": exported.parity, "explainer": exported.explainer or None,
+            "serving": ({"output": "probabilities", "column": 1} if classifier
+                        else {"output": "variable", "column": 0}),
+            "positive": final.classes_[1] if classifier else None,
             "algorithm": f"scikit-learn Pipeline: {type(model.steps[0][1]).__name__} + "
                          f"{type(final).__name__}"}
 
@@ -222,12 +226,19 @@ def _check_served_categories(model: Any, raw: pd.DataFrame, served: pd.DataFrame
     as_given = served.copy()
     for c in categories:
         as_given[c] = raw[c].to_numpy()
+
+    def score(X: pd.DataFrame) -> np.ndarray:
+        if hasattr(model, "predict_proba"):
+            return model.predict_proba(X)[:, 1]
+        return np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+
     try:
-        before = model.predict_proba(as_given)[:, 1]
+        before = score(as_given)
     except Exception as exc:
         raise PackagingError(f"the pipeline cannot score the sample as given: {exc}") from exc
-    after = model.predict_proba(served)[:, 1]
-    gaps = np.abs(before - after)
+    after = score(served)
+    scale = 1.0 if hasattr(model, "predict_proba") else max(1.0, float(np.abs(before).max()))
+    gaps = np.abs(before - after) / scale
     if float(gaps.max()) > common.PARITY_TOLERANCE:
         rows = int((gaps > common.PARITY_TOLERANCE).sum())
         raise PackagingError(
@@ -486,7 +497,7 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
     inputs = [infer_input(features[c]) for c in features.columns]
     X = _clean(features, inputs)
     if kind == "pipeline":
-        _classifier_kind(source.steps[-1][1])
+        _estimator_kind(source.steps[-1][1])
         _check_served_categories(source, features, X, inputs)
     converted = {"onnx": _from_onnx, "booster": _from_booster,
                  "pipeline": _from_pipeline}[kind](name, source, X, inputs)
@@ -520,9 +531,12 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
         card["pricing"]["usd_per_1k_explanations"] = _price(
             explain_price or str(Decimal(price) * 3), "explanation price")
         labels = {n: f"{n} ({{value}})" for n in set(explainer["columns"])}
-        card.update(common.explanation_sections(
-            explainer, labels, outcome=f"the probability of {event}",
-            output_space=f"log-odds of {event}"))
+        if task == "binary_classification":
+            outcome, space = f"the probability of {event}", f"log-odds of {event}"
+        else:
+            outcome = space = f"the predicted {target or 'value'}"
+        card.update(common.explanation_sections(explainer, labels, outcome=outcome,
+                                                output_space=space))
         files[common.EXPLAINER_FILE] = explainers.explainer_bytes(explainer)
     _apply_overrides(card, overrides or {})
     built = common.BuiltModel(name, version, converted["onnx"], card, converted["parity"],
