@@ -140,6 +140,14 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, seed: int = SEED) -> di
     }
 
 
+def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {"r2": round(float(r2_score(y, p)), 4),
+            "rmse": round(float(np.sqrt(mean_squared_error(y, p))), 4),
+            "mae": round(float(mean_absolute_error(y, p)), 4)}
+
+
 def cross_validated_auc(make_model: Callable[[], Any], X: pd.DataFrame, y: np.ndarray) -> dict:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -310,7 +318,7 @@ def write_model(store: Path, built: BuiltModel, alias: str | None = "production"
     (target / "model.onnx").write_bytes(built.onnx_bytes)
     for file, data in built.files.items():
         (target / file).write_bytes(data)
-    (target / "card.json").write_text(json.dumps(finished_card(built), indent=2) + "\n")
+    (target / "card.json").write_text(json.dumps(checked_card(built), indent=2) + "\n")
     if alias:
         aliases_path = store / built.name / "aliases.json"
         aliases = json.loads(aliases_path.read_text()) if aliases_path.exists() else {}
@@ -333,6 +341,19 @@ def finished_card(built: BuiltModel) -> dict[str, Any]:
                          for f, d in sorted(built.files.items())]
     if "explanation" in card and built.holdout_features is not None:
         card["global_importance"] = global_importance(card, built)
+    return card
+
+
+def checked_card(built: BuiltModel) -> dict[str, Any]:
+    """The finished card, once the version opens through the server's own door
+    (``runtime.open_version``: schema, graph vs card, explainer, the example): the zoo
+    and publishers' packaged models are written only this way. Raises ``CardError`` or
+    ``VersionRejected`` with every reason."""
+    from finmaas.cards import ModelCard
+    from finmaas.runtime import open_version
+
+    card = finished_card(built)
+    open_version(ModelCard.parse(card), built.onnx_bytes, files=built.files)
     return card
 
 

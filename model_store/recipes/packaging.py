@@ -389,11 +389,7 @@ def _metrics(task: str, y: np.ndarray | None, reference: np.ndarray, rows: int,
     if task == "binary_classification":
         metrics = common.classification_metrics(y, reference)
     else:
-        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-        metrics = {"r2": round(float(r2_score(y, reference)), 4),
-                   "rmse": round(float(np.sqrt(mean_squared_error(y, reference))), 6),
-                   "mae": round(float(mean_absolute_error(y, reference)), 6)}
+        metrics = dict(common.regression_metrics(y, reference))
     metrics["holdout"] = {
         "method": f"the publisher's sample, with target column {target!r}, is the holdout; "
                   "FinMaaS cannot tell whether the model saw these rows in training",
@@ -465,8 +461,8 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
     ``explain_price`` per 1,000 explanations (default: three times ``price``, the zoo's
     ratio). Raises ``PackagingError`` with the reason (a parity report when the graph and
     the source model disagree on the sample)."""
-    from finmaas.cards import NAME_RE, VERSION_RE, CardError, ModelCard
-    from finmaas.runtime import VersionRejected, open_version
+    from finmaas.cards import NAME_RE, VERSION_RE, CardError
+    from finmaas.runtime import VersionRejected
 
     if not NAME_RE.match(name):
         raise PackagingError(f"name {name!r}: 3-64 lowercase letters, digits and dashes")
@@ -542,14 +538,12 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
     built = common.BuiltModel(name, version, converted["onnx"], card, converted["parity"],
                               X if explainer is not None else None, converted["reference"],
                               files=files, model=source)
-    finished = common.finished_card(built)
     try:
-        open_version(ModelCard.parse(finished), built.onnx_bytes, files=built.files)
+        built.card = common.checked_card(built)
     except CardError as exc:
         raise PackagingError(f"the card would be invalid: {exc}") from exc
     except VersionRejected as exc:
         raise PackagingError(f"the packaged version would not be served: {exc}") from exc
-    built.card = finished
     return built
 
 
