@@ -352,3 +352,61 @@ def test_a_regressor_pipeline_is_packaged_verified_and_served(data, tmp_path, ma
     expected = model.predict(sample[["student", "income"]])
     linear = make is linear_regression  # the zoo explains linear models and tree classifiers
     assert_served(built, tmp_path, expected, sample, ["student", "income"], explains=linear)
+
+
+def test_an_onnx_regressor_with_whole_number_inputs_is_packaged_and_served(tmp_path):
+    from finmaas_recipes.packaging import package
+    from onnx import TensorProto, helper
+
+    # Given an ONNX file from elsewhere: value = 2 * months (int64) + amount (float)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["months"], ["months_f"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["months_f", "two"], ["twice"]),
+         helper.make_node("Add", ["twice", "amount"], ["value"])],
+        "elsewhere",
+        [helper.make_tensor_value_info("months", TensorProto.INT64, [None, 1]),
+         helper.make_tensor_value_info("amount", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])])
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    rng = np.random.default_rng(1)
+    sample = pd.DataFrame({"months": rng.integers(6, 60, 80),
+                           "amount": rng.normal(0, 100, 80).round(2)})
+    sample["repaid"] = 2 * sample["months"] + sample["amount"] + rng.normal(0, 1, 80)
+    # When it is packaged
+    built = package(NAME, path, sample, target="repaid")
+    # Then months is a whole number, amount may be negative, and R2 is the sample's
+    inputs = {i["name"]: i for i in built.card["inputs"]}
+    assert inputs["months"]["type"] == "integer" and inputs["amount"]["minimum"] < 0
+    assert built.card["task"] == "regression" and built.card["metrics"]["r2"] > 0.99
+    expected = (2 * sample["months"] + sample["amount"]).to_numpy()
+    assert_served(built, tmp_path, expected, sample, ["months", "amount"], explains=False)
+
+
+def test_a_lightgbm_regression_booster_is_packaged_and_served(data, tmp_path):
+    import lightgbm
+    from finmaas_recipes.packaging import package
+
+    train, sample = data
+    booster = lightgbm.train({"objective": "regression", "num_leaves": 7, "verbose": -1},
+                             lightgbm.Dataset(train[["income"]], train["balance"]),
+                             num_boost_round=20)
+    built = package(NAME, booster, sample[["income", "balance"]], target="balance")
+    assert built.card["task"] == "regression" and "r2" in built.card["metrics"]
+    expected = booster.predict(sample[["income"]].to_numpy(np.float32).astype(np.float64))
+    assert_served(built, tmp_path, expected, sample, ["income"], explains=False)
+
+
+def test_write_version_never_overwrites_another_model(data, tmp_path):
+    from finmaas_recipes.packaging import PackagingError, package, write_version
+
+    train, sample = data
+    first = package(NAME, fitted(logistic(), train), sample, target="default")
+    second = package(NAME, fitted(lightgbm_classifier(), train), sample, target="default")
+    out = write_version(first, tmp_path / "v1")
+    assert write_version(first, out) == out  # the same bytes again: a no-op
+    with pytest.raises(PackagingError, match="already holds another model"):
+        write_version(second, out)
+    assert json.loads((out / "card.json").read_text()) == first.card

@@ -367,7 +367,8 @@ def _from_onnx(name: str, onnx_bytes: bytes, X: pd.DataFrame,
     # open_version's example below
     return {"task": task, "onnx": onnx_bytes, "reference": scores.astype(np.float64),
             "parity": 0.0, "explainer": None, "serving": serving, "positive": 1,
-            "algorithm": "ONNX graph provided by the publisher"}
+            "algorithm": "ONNX graph provided by the publisher",
+            "parity_note": "the served graph is the publisher's file, unchanged"}
 
 
 # -- the card -------------------------------------------------------------------------------
@@ -516,7 +517,9 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
         "training_data": {"source": "provided by the publisher",
                           "sample_rows": len(X)},
         "model": {"algorithm": converted["algorithm"], "packaged_by": "maas models new"},
-        "parity": {"max_abs_diff_vs_source_model": converted["parity"], "rows": len(X)},
+        "parity": {"max_abs_diff_vs_source_model": converted["parity"], "rows": len(X),
+                   **({"note": converted["parity_note"]} if "parity_note" in converted
+                      else {})},
         "built_with": common.library_versions("scikit-learn", "lightgbm", "skl2onnx",
                                               "onnxmltools", "onnx", "onnxruntime"),
         "pricing": {"usd_per_1k_predictions": price},

@@ -66,7 +66,8 @@ def cmd_models_new(args: argparse.Namespace) -> int:
     print(f"{card['name']} v{card['version']}: {card['task']}, {len(card['inputs'])} inputs "
           f"({', '.join(i['name'] + ':' + i['type'] for i in card['inputs'])})")
     print(f"ONNX parity on {card['parity']['rows']} sample rows: max |diff| "
-          f"{built.parity_max_abs_diff:.1e}")
+          f"{built.parity_max_abs_diff:.1e}"
+          + (f" ({card['parity']['note']})" if "note" in card["parity"] else ""))
     if "roc_auc" in metrics:
         print(f"sample metrics: ROC AUC {metrics['roc_auc']} (95% CI "
               f"{metrics['roc_auc_ci95'][0]}-{metrics['roc_auc_ci95'][1]}), "
