@@ -410,3 +410,15 @@ def test_write_version_never_overwrites_another_model(data, tmp_path):
     with pytest.raises(PackagingError, match="already holds another model"):
         write_version(second, out)
     assert json.loads((out / "card.json").read_text()) == first.card
+
+
+def test_a_category_level_missing_from_the_sample_is_still_accepted(data):
+    from finmaas_recipes.packaging import package
+
+    # Given a pipeline trained with a level ("Maybe") that the sample lacks
+    train, sample = data
+    train = train.assign(student=train["student"].mask(train.index % 50 == 0, "Maybe"))
+    built = package(NAME, fitted(logistic(), train), sample, target="default")
+    # Then the card accepts every level the encoder learned
+    student = next(i for i in built.card["inputs"] if i["name"] == "student")
+    assert student["categories"] == ["Maybe", "No", "Yes"]

@@ -442,15 +442,17 @@ class Exported:
 
 def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
                       numeric_cols: Sequence[str], category_cols: Sequence[str],
-                      doc: str) -> Exported:
+                      doc: str, probe: pd.DataFrame | None = None) -> Exported:
     """Convert a fitted classifier pipeline, prove ONNX parity on its holdout, and read
-    the explainer data off the converted graph (trees or coefficients)."""
+    the explainer data off the converted graph (trees or coefficients). ``probe`` (default
+    ``X_tr``) holds rows with every category level, to map each encoded column back to
+    its field."""
     from . import explainers
 
     reference = model.predict_proba(X_te)[:, 1]
     onx = to_onnx_classifier(model, numeric_cols, category_cols, doc, name, proto=True)
     pre, final = model.steps[0][1], model.steps[-1][1]
-    columns = explainers.column_fields(pre, X_tr)
+    columns = explainers.column_fields(pre, X_tr if probe is None else probe)
     explainers.expose_features(onx)
     onnx_bytes = onx.SerializeToString()
     if hasattr(final, "booster_"):
@@ -467,7 +469,7 @@ def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFr
 
 def export_regressor(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
                      numeric_cols: Sequence[str], category_cols: Sequence[str],
-                     doc: str) -> Exported:
+                     doc: str, probe: pd.DataFrame | None = None) -> Exported:
     """``export_classifier`` for a regressor pipeline: parity relative to the values'
     magnitude (float32 is exact to ~1e-7 of it), and explainer data for a linear model
     only (the tree explainer reads classifier trees); ``explainer`` is {} for trees."""
@@ -478,7 +480,7 @@ def export_regressor(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFra
     pre, final = model.steps[0][1], model.steps[-1][1]
     explainer: dict[str, Any] = {}
     if not hasattr(final, "booster_"):
-        columns = explainers.column_fields(pre, X_tr)
+        columns = explainers.column_fields(pre, X_tr if probe is None else probe)
         explainers.expose_features(onx)
         train = np.asarray(pre.transform(X_tr), dtype=np.float64)
         explainer = explainers.linear_explainer(onx, train, columns)

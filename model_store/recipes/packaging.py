@@ -32,7 +32,8 @@ MAX_CATEGORIES = 50
 # Fields of the card a publisher may set in the overrides file (JSON).
 OVERRIDABLE = ("description", "intended_use", "limitations", "training_data",
                "missing_values", "fields")
-FIELD_OVERRIDES = ("description", "unit", "minimum", "maximum", "required")
+FIELD_OVERRIDES = ("description", "unit", "minimum", "maximum", "required", "categories",
+                   "unknown_category")
 
 
 class PackagingError(ValueError):
@@ -200,7 +201,7 @@ def _from_pipeline(name: str, model: Any, X: pd.DataFrame,
     export = common.export_classifier if classifier else common.export_regressor
     try:
         exported = export(name, model, X, X, numbers, categories,
-                          f"{name}: packaged by FinMaaS")
+                          f"{name}: packaged by FinMaaS", probe=_probe(X, inputs))
     except common.ParityError as exc:
         raise PackagingError(f"parity check failed: {exc}") from exc
     except Exception as exc:
@@ -213,6 +214,39 @@ def _from_pipeline(name: str, model: Any, X: pd.DataFrame,
             "positive": final.classes_[1] if classifier else None,
             "algorithm": f"scikit-learn Pipeline: {type(model.steps[0][1]).__name__} + "
                          f"{type(final).__name__}"}
+
+
+def _probe(X: pd.DataFrame, inputs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The sample plus a row for every category level it lacks, so that each encoded
+    column of the pipeline moves with its field (explainers.column_fields)."""
+    extra = []
+    for spec in inputs:
+        if spec["type"] != "category":
+            continue
+        for level in sorted(set(spec["categories"]) - set(X[spec["name"]])):
+            row = X.iloc[[len(extra) % len(X)]].copy()
+            row[spec["name"]] = level
+            extra.append(row)
+    return pd.concat([X, *extra], ignore_index=True) if extra else X
+
+
+def _add_encoder_levels(model: Any, inputs: list[dict[str, Any]]) -> None:
+    """A category's levels are the sample's plus those the pipeline's OneHotEncoder
+    learned in training: a level too rare to be in the sample is still a valid input."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    by_name = {i["name"]: i for i in inputs if i["type"] == "category"}
+    for _, step, columns in getattr(model.steps[0][1], "transformers_", []):
+        if isinstance(step, Pipeline):
+            step = step.steps[-1][1]
+        if not isinstance(step, OneHotEncoder) or isinstance(columns, str):
+            continue
+        for column, levels in zip(columns, step.categories_, strict=False):
+            spec = by_name.get(str(column))
+            if spec is not None:
+                learned = {v for v in levels.tolist() if isinstance(v, str) and v}
+                spec["categories"] = sorted(set(spec["categories"]) | learned)
 
 
 def _check_served_categories(model: Any, raw: pd.DataFrame, served: pd.DataFrame,
@@ -492,6 +526,8 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
         kind = "pipeline"
         _check_columns(_pipeline_columns(source), features, "pipeline's ColumnTransformer")
     inputs = [infer_input(features[c]) for c in features.columns]
+    if kind == "pipeline":
+        _add_encoder_levels(source, inputs)
     X = _clean(features, inputs)
     if kind == "pipeline":
         _estimator_kind(source.steps[-1][1])
