@@ -123,7 +123,8 @@ def cmd_models_publish(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    models = sub.add_parser("models", help="build, verify, list and publish models")
+    models = sub.add_parser("models", help="build, package (new), verify, list and publish "
+                                           "models")
     msub = models.add_subparsers(dest="models_command", required=True)
     p = msub.add_parser("build", help="train the bundled models from public data")
     p.add_argument("names", nargs="*", help="models to build (default: all)")
