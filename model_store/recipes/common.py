@@ -140,6 +140,14 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, seed: int = SEED) -> di
     }
 
 
+def regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {"r2": round(float(r2_score(y, p)), 4),
+            "rmse": round(float(np.sqrt(mean_squared_error(y, p))), 4),
+            "mae": round(float(mean_absolute_error(y, p)), 4)}
+
+
 def cross_validated_auc(make_model: Callable[[], Any], X: pd.DataFrame, y: np.ndarray) -> dict:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
@@ -152,10 +160,13 @@ def cross_validated_auc(make_model: Callable[[], Any], X: pd.DataFrame, y: np.nd
 
 
 def register_lightgbm() -> None:
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier, LGBMRegressor
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
 
     update_registered_converter(
         LGBMClassifier,
@@ -164,6 +175,9 @@ def register_lightgbm() -> None:
         convert_lightgbm,
         options={"nocl": [True, False], "zipmap": [True, False, "columns"], "split": None},
     )
+    update_registered_converter(
+        LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+        convert_lightgbm, options={"split": None})
 
 
 def _floor_float32(t: float) -> np.float32:
@@ -217,7 +231,8 @@ def to_onnx_classifier(
     pipeline: Any, numeric_cols: Sequence[str], category_cols: Sequence[str], doc: str,
     name: str, *, proto: bool = False,
 ) -> Any:
-    """Convert a fitted sklearn pipeline with one named graph input per business field."""
+    """Convert a fitted sklearn pipeline with one named graph input per business field
+    (a classifier's probabilities as a matrix, a regressor's value as ``variable``)."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -228,7 +243,7 @@ def to_onnx_classifier(
     onx = convert_sklearn(
         pipeline,
         initial_types=initial,
-        options={id(final): {"zipmap": False}},
+        options={id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None,
         target_opset={"": 17, "ai.onnx.ml": 3},
         doc_string=doc,
         name=name,
@@ -259,13 +274,28 @@ def run_onnx(onnx_bytes: bytes, feeds: dict[str, np.ndarray], output: str,
     return np.asarray(out[:, column] if column is not None else out).reshape(-1)
 
 
+class ParityError(RuntimeError):
+    """The ONNX graph does not compute what the trained model computes; the message is
+    the parity report (largest difference, rows beyond tolerance, the worst rows)."""
+
+    def __init__(self, message: str, max_abs_diff: float, rows_beyond: int) -> None:
+        super().__init__(message)
+        self.max_abs_diff = max_abs_diff
+        self.rows_beyond = rows_beyond
+
+
 def check_parity(name: str, reference: np.ndarray, served: np.ndarray) -> float:
-    diff = float(np.max(np.abs(reference.astype(np.float64) - served.astype(np.float64))))
+    gaps = np.abs(reference.astype(np.float64).reshape(-1) - served.astype(np.float64).reshape(-1))
+    diff = float(np.max(gaps))
     if not diff <= PARITY_TOLERANCE:
-        raise RuntimeError(
+        beyond = int((~(gaps <= PARITY_TOLERANCE)).sum())
+        worst = np.argsort(-np.nan_to_num(gaps, nan=np.inf))[:3]
+        rows = ", ".join(f"row {i}: model {reference.flat[i]:.9g} vs ONNX {served.flat[i]:.9g}"
+                         for i in worst)
+        raise ParityError(
             f"{name}: ONNX output differs from the trained model by {diff:.3g} "
-            f"(tolerance {PARITY_TOLERANCE}); refusing to publish"
-        )
+            f"(tolerance {PARITY_TOLERANCE}) on {beyond} of {len(gaps)} rows ({rows}); "
+            "refusing to publish", diff, beyond)
     return diff
 
 
@@ -288,7 +318,7 @@ def write_model(store: Path, built: BuiltModel, alias: str | None = "production"
     (target / "model.onnx").write_bytes(built.onnx_bytes)
     for file, data in built.files.items():
         (target / file).write_bytes(data)
-    (target / "card.json").write_text(json.dumps(finished_card(built), indent=2) + "\n")
+    (target / "card.json").write_text(json.dumps(checked_card(built), indent=2) + "\n")
     if alias:
         aliases_path = store / built.name / "aliases.json"
         aliases = json.loads(aliases_path.read_text()) if aliases_path.exists() else {}
@@ -311,6 +341,19 @@ def finished_card(built: BuiltModel) -> dict[str, Any]:
                          for f, d in sorted(built.files.items())]
     if "explanation" in card and built.holdout_features is not None:
         card["global_importance"] = global_importance(card, built)
+    return card
+
+
+def checked_card(built: BuiltModel) -> dict[str, Any]:
+    """The finished card, once the version opens through the server's own door
+    (``runtime.open_version``: schema, graph vs card, explainer, the example): the zoo
+    and publishers' packaged models are written only this way. Raises ``CardError`` or
+    ``VersionRejected`` with every reason."""
+    from finmaas.cards import ModelCard
+    from finmaas.runtime import open_version
+
+    card = finished_card(built)
+    open_version(ModelCard.parse(card), built.onnx_bytes, files=built.files)
     return card
 
 
@@ -399,15 +442,17 @@ class Exported:
 
 def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
                       numeric_cols: Sequence[str], category_cols: Sequence[str],
-                      doc: str) -> Exported:
+                      doc: str, probe: pd.DataFrame | None = None) -> Exported:
     """Convert a fitted classifier pipeline, prove ONNX parity on its holdout, and read
-    the explainer data off the converted graph (trees or coefficients)."""
+    the explainer data off the converted graph (trees or coefficients). ``probe`` (default
+    ``X_tr``) holds rows with every category level, to map each encoded column back to
+    its field."""
     from . import explainers
 
     reference = model.predict_proba(X_te)[:, 1]
     onx = to_onnx_classifier(model, numeric_cols, category_cols, doc, name, proto=True)
     pre, final = model.steps[0][1], model.steps[-1][1]
-    columns = explainers.column_fields(pre, X_tr)
+    columns = explainers.column_fields(pre, X_tr if probe is None else probe)
     explainers.expose_features(onx)
     onnx_bytes = onx.SerializeToString()
     if hasattr(final, "booster_"):
@@ -420,6 +465,31 @@ def export_classifier(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFr
     served = run_onnx(onnx_bytes, onnx_feeds(X_te, numeric_cols, category_cols),
                       "probabilities", 1)
     return Exported(onnx_bytes, reference, check_parity(name, reference, served), explainer)
+
+
+def export_regressor(name: str, model: Any, X_tr: pd.DataFrame, X_te: pd.DataFrame,
+                     numeric_cols: Sequence[str], category_cols: Sequence[str],
+                     doc: str, probe: pd.DataFrame | None = None) -> Exported:
+    """``export_classifier`` for a regressor pipeline: parity relative to the values'
+    magnitude (float32 is exact to ~1e-7 of it), and explainer data for a linear model
+    only (the tree explainer reads classifier trees); ``explainer`` is {} for trees."""
+    from . import explainers
+
+    reference = np.asarray(model.predict(X_te), dtype=np.float64).reshape(-1)
+    onx = to_onnx_classifier(model, numeric_cols, category_cols, doc, name, proto=True)
+    pre, final = model.steps[0][1], model.steps[-1][1]
+    explainer: dict[str, Any] = {}
+    if not hasattr(final, "booster_"):
+        columns = explainers.column_fields(pre, X_tr if probe is None else probe)
+        explainers.expose_features(onx)
+        train = np.asarray(pre.transform(X_tr), dtype=np.float64)
+        explainer = explainers.linear_explainer(onx, train, columns)
+    onnx_bytes = onx.SerializeToString()
+    served = run_onnx(onnx_bytes, onnx_feeds(X_te, numeric_cols, category_cols),
+                      "variable", None)
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    parity = check_parity(name, reference / scale, served / scale)
+    return Exported(onnx_bytes, reference, parity, explainer)
 
 
 EXPLAINER_FILE = "explainer.json"

@@ -199,14 +199,6 @@ def _solve(a: list[list[Fraction]], b: list[Fraction]) -> list[Fraction]:
     return [m[i][n] / m[i][i] for i in range(n)]
 
 
-def _regression_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {"r2": round(float(r2_score(y, p)), 4),
-            "rmse": round(float(np.sqrt(mean_squared_error(y, p))), 4),
-            "mae": round(float(mean_absolute_error(y, p)), 4)}
-
-
 def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.BuiltModel:
     X, y, dates = prepare(load() if raw is None else raw)
     train = (dates["target_end"] <= TRAIN_END).to_numpy()
@@ -226,9 +218,10 @@ def build(raw: pd.DataFrame | None = None, seed: int = common.SEED) -> common.Bu
     served = common.run_onnx(onnx_bytes, feeds, "forecast", None)
     parity = common.check_parity(NAME, reference, served)
     y_te = y[test]
-    metrics: dict[str, Any] = _regression_metrics(y_te, reference)
-    metrics["baseline_har_linear"] = _regression_metrics(y_te, baseline.predict(F.loc[test, HAR]))
-    metrics["baseline_last_week"] = _regression_metrics(y_te, F.loc[test, "rv_w"].to_numpy())
+    scores = common.regression_metrics
+    metrics: dict[str, Any] = dict(scores(y_te, reference))
+    metrics["baseline_har_linear"] = scores(y_te, baseline.predict(F.loc[test, HAR]))
+    metrics["baseline_last_week"] = scores(y_te, F.loc[test, "rv_w"].to_numpy())
     metrics["beats_har_baseline"] = metrics["r2"] >= metrics["baseline_har_linear"]["r2"]
     metrics["holdout"] = {
         "method": f"out of time: fitted on targets ending by {TRAIN_END}, tested on dates "

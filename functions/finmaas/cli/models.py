@@ -1,4 +1,4 @@
-"""``maas models``: build, verify, list and publish model versions."""
+"""``maas models``: build, package (``new``), verify, list and publish model versions."""
 
 from __future__ import annotations
 
@@ -44,6 +44,44 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_new(args: argparse.Namespace) -> int:
+    """Package a publisher's model: convert, check parity, infer the card, write."""
+    try:
+        from finmaas_recipes import packaging
+    except ImportError as exc:
+        err(f"training libraries missing ({exc.name}); install with: pip install -e '.[train]'")
+        return 2
+    out = Path(args.out) if args.out else Path(args.name) / args.version
+    try:
+        overrides = packaging.load_overrides(args.card) if args.card else None
+        built = packaging.package(
+            args.name, packaging.load_source(args.source), packaging.load_sample(args.sample),
+            target=args.target, event=args.event, price=args.price, version=args.version,
+            explain_price=args.explain_price, overrides=overrides)
+        written = packaging.write_version(built, out)
+    except packaging.PackagingError as exc:
+        err(f"not packaged: {exc}")
+        return 1
+    card = built.card
+    metrics = card["metrics"]
+    print(f"{card['name']} v{card['version']}: {card['task']}, {len(card['inputs'])} inputs "
+          f"({', '.join(i['name'] + ':' + i['type'] for i in card['inputs'])})")
+    print(f"ONNX parity on {card['parity']['rows']} sample rows: max |diff| "
+          f"{built.parity_max_abs_diff:.1e}"
+          + (f" ({card['parity']['note']})" if "note" in card["parity"] else ""))
+    if "roc_auc" in metrics:
+        print(f"sample metrics: ROC AUC {metrics['roc_auc']} (95% CI "
+              f"{metrics['roc_auc_ci95'][0]}-{metrics['roc_auc_ci95'][1]}), "
+              f"Brier {metrics['brier']}")
+    elif "r2" in metrics:
+        print(f"sample metrics: R2 {metrics['r2']}, RMSE {metrics['rmse']}")
+    else:
+        print("no metrics (no --target)")
+    print(f"explains: {'yes' if 'explanation' in card else 'no'}")
+    print(f"written to {written}")
+    return 0
+
+
 def cmd_models_verify(args: argparse.Namespace) -> int:
     from ..modelstore import open_store
     from ..verify import format_table, verify_store
@@ -86,12 +124,31 @@ def cmd_models_publish(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    models = sub.add_parser("models", help="build, verify, list and publish models")
+    models = sub.add_parser("models", help="build, package (new), verify, list and publish "
+                                           "models")
     msub = models.add_subparsers(dest="models_command", required=True)
     p = msub.add_parser("build", help="train the bundled models from public data")
     p.add_argument("names", nargs="*", help="models to build (default: all)")
     p.add_argument("--store", default=str(BUNDLED_MODEL_STORE), help="output store directory")
     p.set_defaults(func=cmd_models_build)
+    p = msub.add_parser("new", help="package your own model (sklearn pipeline, LightGBM "
+                                     "model file or .onnx) as a version directory")
+    p.add_argument("name", help="model name, e.g. card-default")
+    p.add_argument("--from", dest="source", required=True,
+                   help="a joblib/pickle scikit-learn Pipeline, a LightGBM model file "
+                        "(.txt) or an .onnx file")
+    p.add_argument("--sample", required=True,
+                   help=".csv or .parquet with the model's input columns (at least 50 rows)")
+    p.add_argument("--target", help="target column in the sample: holdout metrics")
+    p.add_argument("--event", help="what the positive class means, e.g. default")
+    p.add_argument("--price", default="0.50", help="USD per 1,000 predictions (default 0.50)")
+    p.add_argument("--explain-price", help="USD per 1,000 explanations (default 3x --price)")
+    p.add_argument("--version", default="1", help="version (default 1)")
+    p.add_argument("--card", help="JSON file of card overrides: description, intended_use, "
+                                  "limitations, training_data, fields: {NAME: {description, "
+                                  "unit, ...}}")
+    p.add_argument("--out", help="output directory (default ./NAME/VERSION)")
+    p.set_defaults(func=cmd_models_new)
     p = msub.add_parser("verify", help="check sha256, graph and card of every model")
     p.add_argument("--store", help="directory or s3://bucket/prefix (default: MAAS_MODEL_STORE)")
     p.set_defaults(func=cmd_models_verify)
