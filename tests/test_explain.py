@@ -202,3 +202,21 @@ def test_additivity_and_the_link_hold_on_every_holdout_row(built_models, model_n
     # and the raw score, through the link, is the score the graph served (float32 rounding)
     linked = raw if model.card.task == "regression" else 1 / (1 + np.exp(-raw))
     assert np.max(np.abs(linked - served)) <= 1e-6
+
+
+def test_maas_explain_prints_a_waterfall_with_reasons_both_ways(tmp_path, capsys):
+    from finmaas.cli import main
+
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(example("credit-risk")))
+    assert main(["explain", "credit-risk", "--input", str(record)]) == 0
+    out = capsys.readouterr().out
+    assert "probability of default" in out and "base value" in out and "= score" in out
+    assert "raised the estimated risk of default" in out
+    assert "lowered the estimated risk of default" in out
+    assert main(["explain", "credit-risk", "--input", str(record), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["explanation"]["exact"] is True and doc["contributions"]
+    record.write_text(json.dumps({**example("credit-risk"), "home": "boat"}))
+    assert main(["explain", "credit-risk", "--input", str(record)]) == 1
+    assert "home" in capsys.readouterr().err

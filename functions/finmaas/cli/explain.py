@@ -18,7 +18,7 @@ BAR_WIDTH = 24
 
 
 def waterfall(model: str, version: str, answer: dict[str, Any], described: dict[str, Any],
-              task: str) -> str:
+              task: str, favourable: list[str] | None = None) -> str:
     """The explanation as text: one line per field, largest effect first, each with a
     signed value and a bar (+ toward the outcome, - away from it: readable without
     colour)."""
@@ -46,7 +46,24 @@ def waterfall(model: str, version: str, answer: dict[str, Any], described: dict[
         lines += [f"  {i}. {r['text']}" for i, r in enumerate(answer["reasons"], 1)]
     else:
         lines.append("No field pushed toward the outcome.")
+    if favourable:
+        lines.append("In the other direction, in order of effect:")
+        lines += [f"  - {text}" for text in favourable]
     return "\n".join(lines)
+
+
+def favourable_texts(explainer: Any, record: dict[str, Any], answer: dict[str, Any],
+                     top: int = 4) -> list[str]:
+    """The card's "away" texts for the fields that pushed away from the outcome (what
+    the applicant has in their favour), largest first."""
+    pulls = sorted((v, n) for n, v in answer["contributions"].items() if v < 0)[:top]
+    texts = []
+    for _value, name in pulls:
+        shown = record.get(name)
+        value = "not declared" if shown is None else (
+            f"{shown:g}" if isinstance(shown, float) else str(shown))
+        texts.append(explainer.spec.reasons[name][1].replace("{value}", value))
+    return texts
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -77,7 +94,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"explanation": model.explainer.describe(), **answer}, indent=2))
         return 0
-    print(waterfall(args.model, version, answer, model.explainer.describe(), model.card.task))
+    favourable = (favourable_texts(model.explainer, record, answer)
+                  if model.explainer.spec.attribution == "fields" else [])
+    print(waterfall(args.model, version, answer, model.explainer.describe(), model.card.task,
+                    favourable))
     return 0
 
 
