@@ -281,6 +281,25 @@ def test_maas_models_new_writes_a_version_and_reports(data, tmp_path, capsys, mo
         "card.json", "explainer.json", "model.onnx"]
 
 
+def test_a_parquet_sample_packages_like_a_csv_one(data, tmp_path, capsys):
+    import joblib
+    from finmaas.cli import main
+
+    train, sample = data
+    joblib.dump(fitted(logistic(), train), tmp_path / "model.joblib")
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    sample.to_parquet(tmp_path / "sample.parquet", index=False)
+    cards = []
+    for kind in ("csv", "parquet"):
+        assert main(["models", "new", NAME, "--from", str(tmp_path / "model.joblib"),
+                     "--sample", str(tmp_path / f"sample.{kind}"), "--target", "default",
+                     "--event", "default", "--out", str(tmp_path / kind)]) == 0
+        cards.append(json.loads((tmp_path / kind / "card.json").read_text()))
+    capsys.readouterr()
+    assert cards[0]["inputs"] == cards[1]["inputs"]
+    assert cards[0]["metrics"] == cards[1]["metrics"]
+
+
 def test_maas_models_new_says_why_it_refuses(data, tmp_path, capsys):
     import joblib
     from finmaas.cli import main
