@@ -419,7 +419,7 @@ def test_the_serve_banner_names_the_store(home):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "finmaas.cli", "serve", "--port", str(port),
                              "--log-level", "warning"], env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
         for line in proc.stdout:
@@ -430,6 +430,8 @@ def test_the_serve_banner_names_the_store(home):
         proc.terminate()
         proc.wait(10)
     banner = "".join(lines)
+    # the bundled store's recipes/ folder is no model, and no model of it is damaged
+    assert "not served" not in proc.stderr.read()
     assert f"store: SQLite {(home / 'finmaas.sqlite3').resolve()}" in banner, banner
 
 

@@ -114,6 +114,7 @@ def servable_models(registry: Any) -> tuple[dict[str, dict[str, Any]], dict[str,
     """Each model's production example, and why any model cannot be served. One garbled
     card or a missing ``aliases.json`` is reported and skipped (the API answers 503 or 404
     for that model alone); it does not keep the server from starting."""
+    from ..cards import VERSION_RE
     from ..errors import ApiError
 
     examples: dict[str, dict[str, Any]] = {}
@@ -122,8 +123,12 @@ def servable_models(registry: Any) -> tuple[dict[str, dict[str, Any]], dict[str,
         try:
             card = registry.card(name, registry.resolve(name))
         except ApiError as exc:
-            problems[name] = (f"{name}/aliases.json is missing" if exc.code == "model_not_found"
-                              else exc.message)
+            if exc.code == "model_not_found":
+                if not any(VERSION_RE.match(v) for v in registry.store.list_dirs(name)):
+                    continue  # not a model at all (the bundled store's recipes/ folder)
+                problems[name] = f"{name}/aliases.json is missing"
+            else:
+                problems[name] = exc.message
             continue
         example = card.raw.get("example")
         examples[name] = example if isinstance(example, dict) else {}
