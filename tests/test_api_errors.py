@@ -258,3 +258,13 @@ def test_a_chunked_body_is_cut_off_at_the_limit_not_read_whole():
 def test_a_usage_range_in_the_far_future_is_refused_not_a_500(client, api_key):
     r = client.get("/v1/usage?start=9999-12-01&end=9999-12-31", headers={"x-api-key": api_key})
     assert_error(r, 422, "invalid_range")
+
+
+def test_integers_beyond_64_bits_are_refused_by_the_card_even_with_an_idempotency_key(
+        client, api_key, services):
+    raw = json.dumps(with_field(age=99999)).replace("99999", "9" * 40).encode()
+    for headers in ({}, {"Idempotency-Key": "big-1"}):
+        r = post(client, api_key, content=raw, headers=headers)
+        err = assert_error(r, 422, "validation_error")
+        assert err["details"][0]["field"] == "age"
+    assert billed_units(services) == 0

@@ -108,8 +108,9 @@ def test_a_retry_that_reserialises_the_body_is_the_same_request(client, api_key,
     h = {"x-api-key": api_key, "Idempotency-Key": "order-3", "content-type": "application/json"}
     rec = example("credit-risk")
     first = client.post(URL, headers=h, content=json.dumps({"instances": [rec]}))
-    # When the client library retries with other key order and spacing
-    reordered = {"instances": [dict(reversed(list(rec.items())))]}
+    # When the client library retries with other key order, spacing and number spelling
+    reordered = {"instances": [{k: float(v) if type(v) is int else v
+                                for k, v in reversed(list(rec.items()))}]}
     second = client.post(URL, headers=h, content=json.dumps(reordered, indent=2))
     # Then it is a replay, not a conflict, and bills once
     assert second.status_code == 200, second.text

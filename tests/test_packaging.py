@@ -426,9 +426,35 @@ def test_write_version_never_overwrites_another_model(data, tmp_path):
     second = package(NAME, fitted(lightgbm_classifier(), train), sample, target="default")
     out = write_version(first, tmp_path / "v1")
     assert write_version(first, out) == out  # the same bytes again: a no-op
-    with pytest.raises(PackagingError, match="already holds another model"):
+    with pytest.raises(PackagingError, match="already holds something else"):
         write_version(second, out)
+    # the same graph at another price is another card: a published version is never
+    # rewritten (it once billed callers the new price under the old version)
+    repriced = package(NAME, fitted(logistic(), train), sample, target="default", price="25")
+    with pytest.raises(PackagingError, match="already holds something else"):
+        write_version(repriced, out)
     assert json.loads((out / "card.json").read_text()) == first.card
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(PackagingError, match="is a file"):
+        write_version(first, tmp_path / "a-file")
+
+
+@pytest.mark.parametrize("price", ["NaN", "sNaN", "-1", "1e3", "0.1234567"])
+def test_a_price_that_is_no_price_is_refused(data, price):
+    from finmaas_recipes.packaging import PackagingError, package
+
+    train, sample = data
+    with pytest.raises(PackagingError, match="not a price"):
+        package(NAME, fitted(logistic(), train), sample, target="default", price=price)
+
+
+def test_overrides_of_the_wrong_shape_are_refused(data):
+    from finmaas_recipes.packaging import PackagingError, package
+
+    train, sample = data
+    with pytest.raises(PackagingError, match="must map each field"):
+        package(NAME, fitted(logistic(), train), sample, target="default",
+                overrides={"fields": {"income": 5}})
 
 
 def test_a_category_level_missing_from_the_sample_is_still_accepted(data):

@@ -133,32 +133,75 @@ def test_a_failing_shadow_cannot_touch_the_callers_answer(app, store):
 def test_rollout_promote_and_rollback_from_the_cli_take_effect_within_the_alias_ttl(
         app, store, clock, capsys):
     _services, client, key = app
+    aliases = store / "market-volatility" / "aliases.json"
+
+    def maas(*argv: str) -> int:
+        return main(["models", *argv, "market-volatility", "--store", str(store)])
+
     assert predict(client, key)["version"] == "1"
-    assert main(["models", "rollout", "market-volatility", "--version", "2", "--percent",
-                 "100", "--store", str(store)]) == 0
-    assert predict(client, key)["version"] == "1"  # cached alias, within the TTL
-    clock.now += 31
-    assert predict(client, key)["version"] == "2"
-    assert main(["models", "rollback", "market-volatility", "--store", str(store)]) == 0
-    clock.now += 31
-    assert predict(client, key)["version"] == "2"  # 100% to v2 made v2 the primary
-    assert main(["models", "rollout", "market-volatility", "--version", "1", "--percent",
-                 "10", "--store", str(store)]) == 0
-    assert main(["models", "rollback", "market-volatility", "--store", str(store)]) == 0
-    clock.now += 31
-    assert predict(client, key)["version"] == "2"
-    assert main(["models", "promote", "market-volatility", "--version", "1",
-                 "--store", str(store)]) == 0
+    # a canary past half the traffic still rolls back to the stable version
+    assert maas("rollout", "--version", "2", "--percent", "60") == 0
+    assert json.loads(aliases.read_text())["production"] == {
+        "versions": {"1": 40, "2": 60}, "stable": "1"}
+    assert maas("rollout", "--version", "2", "--percent", "90") == 0  # ramp up
+    assert maas("rollback") == 0
+    assert json.loads(aliases.read_text()) == {"production": "1"}
     clock.now += 31
     assert predict(client, key)["version"] == "1"
-    assert json.loads((store / "market-volatility" / "aliases.json").read_text()) == {
-        "production": "1"}
+    assert maas("rollout", "--version", "2", "--percent", "10") == 0
+    assert predict(client, key)["version"] in {"1", "2"}
+    assert maas("promote") == 0
+    assert predict(client, key)["version"] in {"1", "2"}  # cached alias, within the TTL
+    clock.now += 31
+    assert predict(client, key)["version"] == "2"
+    # promote ends the rollout: going back is a promote of the old version
+    assert maas("rollback") == 2
+    assert "no rollout to roll back" in capsys.readouterr().err
+    assert maas("promote", "--version", "1") == 0
+    clock.now += 31
+    assert predict(client, key)["version"] == "1"
 
 
 def test_the_cli_refuses_a_version_that_is_not_published(store, capsys):
     code = main(["models", "rollout", "market-volatility", "--version", "7", "--percent",
                  "10", "--store", str(store)])
-    assert code == 1 and "no version 7" in capsys.readouterr().err
+    assert code == 1 and "no published version 7" in capsys.readouterr().err
+    (store / "market-volatility" / "3").mkdir()
+    (store / "market-volatility" / "3" / "card.json").write_text("{}")  # not a card
+    assert main(["models", "rollout", "market-volatility", "--version", "3", "--percent",
+                 "10", "--store", str(store)]) == 1
+
+
+@pytest.mark.parametrize("aliases", ['["production"]', "null", "[" * 100_000])
+def test_the_cli_refuses_a_garbled_aliases_file_without_a_traceback(store, capsys, aliases):
+    (store / "market-volatility" / "aliases.json").write_text(aliases)
+    assert main(["models", "rollback", "market-volatility", "--store", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maas: ") and "Traceback" not in err
+
+
+def test_an_alias_naming_an_unpublished_version_is_the_stores_fault_not_the_callers(app, store):
+    _services, client, key = app
+    route(store, {"versions": {"1": 50, "9": 50}})
+    codes = {client.post(URL, headers={"x-api-key": key},
+                         json={"instances": [example("market-volatility")]}).status_code
+             for _ in range(20)}
+    assert codes == {200, 503}
+    pinned = client.post("/v1/models/market-volatility/versions/9/predict",
+                         headers={"x-api-key": key},
+                         json={"instances": [example("market-volatility")]})
+    assert pinned.status_code == 404  # a version the caller named is the caller's 404
+
+
+def test_aliases_nested_past_any_parser_are_a_503_for_that_model_alone(app, store):
+    _services, client, key = app
+    (store / "market-volatility" / "aliases.json").write_text("[" * 100_000)
+    r = client.post(URL, headers={"x-api-key": key},
+                    json={"instances": [example("market-volatility")]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_corrupt"
+    listed = client.get("/v1/models", headers={"x-api-key": key})
+    assert listed.status_code == 200
+    assert "market-volatility" not in {m["name"] for m in listed.json()["models"]}
 
 
 def test_rollouts_work_on_an_s3_store(store, tmp_path, clock):
@@ -179,12 +222,14 @@ def test_rollouts_work_on_an_s3_store(store, tmp_path, clock):
                                             s3_client=s3), alias_ttl=30, clock=clock)
         assert registry.resolve("market-volatility", assign="req:x") == "1"
         change_route("s3://models/m", "market-volatility", "production",
-                     lambda r: with_canary(r, "2", 100), s3_client=s3)
+                     lambda r: promoted(r, "2"), s3_client=s3)
         clock.now += 31
         assert registry.resolve("market-volatility", assign="req:x") == "2"
 
 
 @pytest.mark.parametrize("value", [{"versions": {"1": 90, "2": 20}}, {"versions": {}},
+                                   {"versions": {"1": "70", "2": 30}},
+                                   {"versions": {"1": 70, "2": 30}, "stable": "3"},
                                    {"versions": {"1": 100}, "shadow": "1"},
                                    {"versions": {"1": 0.001, "2": 99.999}},
                                    {"versions": {"1": 100}, "mirror": "2"}, 7])
@@ -196,6 +241,12 @@ def test_malformed_routes_are_refused(value):
 def test_route_changes_compose():
     start = AliasRoute.parse("1")
     canary = with_canary(start, "2", 12.5)
-    assert canary.to_json() == {"versions": {"1": 87.5, "2": 12.5}}
+    assert canary.to_json() == {"versions": {"1": 87.5, "2": 12.5}, "stable": "1"}
     assert promoted(canary).to_json() == "2"
     assert rolled_back(canary).to_json() == "1"
+    # the stable version is remembered, whatever the weights
+    majority = with_canary(start, "2", 60)
+    assert (majority.primary, majority.pick(None)) == ("1", "1")
+    assert rolled_back(majority).to_json() == "1" and promoted(majority).to_json() == "2"
+    with pytest.raises(RouteError):
+        with_canary(start, "2", 100)  # everything at once is a promote

@@ -173,6 +173,28 @@ class ModelRegistry:
                 self._models.popitem(last=False)
             return loaded
 
+    def model_of_alias(self, name: str, ref: str | None, version: str) -> LoadedModel:
+        """The model a request resolved (see ``_named``)."""
+        return self._named(self.model, name, ref, version)
+
+    def card_of_alias(self, name: str, ref: str | None, version: str) -> ModelCard:
+        return self._named(self.card, name, ref, version)
+
+    def _named(self, get: Callable[[str, str], Any], name: str, ref: str | None,
+               version: str) -> Any:
+        """A version its caller named that does not exist is the caller's 404; one an
+        alias names that does not exist is the store's fault (503)."""
+        try:
+            return get(name, version)
+        except NotFound as exc:
+            if ref == version:
+                raise
+            log.error("alias names a missing version", extra={"model": name,
+                                                                "version": version})
+            raise ServiceUnavailable(f"{name}'s aliases name version {version}, which is "
+                                     "not published", code="store_corrupt",
+                                     retry_after=60) from exc
+
     def _load(self, card: ModelCard) -> LoadedModel:
         key = f"{card.name}/{card.version}/{card.artifact_file}"
         try:

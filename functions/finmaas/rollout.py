@@ -5,9 +5,11 @@ billed, and whose agreement with what was served is measured.
 In ``<name>/aliases.json`` an alias is either a version (``"production": "1"``) or a
 route::
 
-    "production": {"versions": {"1": 90, "2": 10}, "shadow": "3"}
+    "production": {"versions": {"1": 90, "2": 10}, "stable": "1", "shadow": "3"}
 
-Weights are percentages (up to two decimals) that sum to 100. Which version serves a
+Weights are percentages (up to two decimals) that sum to 100. ``stable`` is the version
+a rollback returns to and a caller without a request key (the card route) sees; without
+it, the version with the most traffic. Which version serves a
 request is a pure function of the tenant and the usage record id (request id or
 Idempotency-Key), so a retry lands where the first attempt did; and a replay of a
 recorded request is answered by the version recorded, even after the weights changed.
@@ -39,6 +41,7 @@ def bucket(key: str) -> int:
 class AliasRoute:
     weights: tuple[tuple[str, int], ...]  # (version, basis points), summing to BASIS
     shadow: str | None = None
+    stable: str | None = None  # what a rollback returns to, while a canary runs
 
     @classmethod
     def parse(cls, value: Any) -> AliasRoute:
@@ -48,18 +51,20 @@ class AliasRoute:
             return cls(((value, BASIS),))
         if not isinstance(value, dict) or not isinstance(value.get("versions"), dict):
             raise RouteError('a route is {"versions": {"<version>": <percent>, ...}}')
-        unknown = sorted(set(value) - {"versions", "shadow"})
+        unknown = sorted(set(value) - {"versions", "shadow", "stable"})
         if unknown:
             raise RouteError(f"unknown route keys {unknown}")
         weights = []
         for version, percent in value["versions"].items():
             if not isinstance(version, str) or not VERSION_RE.match(version):
                 raise RouteError(f"{version!r} is not a version")
+            if isinstance(percent, bool) or not isinstance(percent, int | float):
+                raise RouteError(f"weight {percent!r} of {version} must be a number")
             try:
                 points = Decimal(str(percent)) * 100
             except InvalidOperation:
                 raise RouteError(f"weight {percent!r} is not a number") from None
-            if isinstance(percent, bool) or points != points.to_integral_value() \
+            if not points.is_finite() or points != points.to_integral_value() \
                     or not 0 < points <= BASIS:
                 raise RouteError(f"weight {percent!r} of {version} must be a percentage "
                                  "above 0 with at most two decimals")
@@ -71,11 +76,17 @@ class AliasRoute:
             raise RouteError(f"shadow {shadow!r} is not a version")
         if shadow is not None and shadow in dict(weights):
             raise RouteError(f"shadow {shadow} also serves traffic")
-        return cls(tuple(sorted(weights, key=lambda vw: (len(vw[0]), vw[0]))), shadow)
+        stable = value.get("stable")
+        if stable is not None and stable not in dict(weights):
+            raise RouteError(f"stable {stable!r} is not one of the route's versions")
+        return cls(tuple(sorted(weights, key=lambda vw: (len(vw[0]), vw[0]))), shadow,
+                   stable if len(weights) > 1 else None)
 
     @property
     def primary(self) -> str:
-        """The version with the most traffic (the stable one of a canary)."""
+        """The stable version of a canary (or, unnamed, the one with the most traffic)."""
+        if self.stable is not None:
+            return self.stable
         return max(self.weights, key=lambda vw: vw[1])[0]
 
     def pick(self, key: str | None) -> str:
@@ -93,6 +104,8 @@ class AliasRoute:
         if len(self.weights) == 1 and self.shadow is None:
             return self.weights[0][0]
         doc: dict[str, Any] = {"versions": {v: _percent(w) for v, w in self.weights}}
+        if len(self.weights) > 1:
+            doc["stable"] = self.primary
         if self.shadow is not None:
             doc["shadow"] = self.shadow
         return doc
@@ -104,33 +117,36 @@ def _percent(points: int) -> int | float:
 
 # -- changing a route (the CLI's rollout, promote, rollback, shadow) ---------------------
 def with_canary(route: AliasRoute, version: str, percent: float) -> AliasRoute:
-    """``version`` takes ``percent`` of the traffic; the primary keeps the rest."""
+    """``version`` takes ``percent`` of the traffic, the stable version the rest (a
+    canary ramps up by running this again with a larger percent)."""
     points = Decimal(str(percent)) * 100
-    if points != points.to_integral_value() or not 0 < points <= BASIS:
-        raise RouteError("--percent must be above 0 and at most 100, two decimals at most")
-    primary = route.primary
-    if version == primary:
-        raise RouteError(f"{version} is already the primary version")
-    if points == BASIS:
-        return AliasRoute(((version, BASIS),), route.shadow if route.shadow != version
-                          else None)
+    if not points.is_finite() or points != points.to_integral_value() \
+            or not 0 < points < BASIS:
+        raise RouteError("--percent must be above 0 and below 100, two decimals at most "
+                         "(send all the traffic with promote)")
+    stable = route.primary
+    if version == stable:
+        raise RouteError(f"{version} is the stable version; roll out another one")
     shadow = None if route.shadow == version else route.shadow
-    return AliasRoute.parse({"versions": {primary: (BASIS - int(points)) / 100,
+    return AliasRoute.parse({"versions": {stable: (BASIS - int(points)) / 100,
                                           version: int(points) / 100},
-                             **({"shadow": shadow} if shadow else {})})
+                             "stable": stable, **({"shadow": shadow} if shadow else {})})
 
 
 def promoted(route: AliasRoute, version: str | None = None) -> AliasRoute:
-    """All traffic to the canary (or ``version``); the shadow stays."""
-    others = [v for v, _ in route.weights if v != route.primary]
-    target = version or (others[0] if len(others) == 1 else None)
+    """All traffic to the canary (or ``version``): the rollout ends, the shadow stays."""
+    canaries = [v for v, _ in route.weights if v != route.primary]
+    target = version or (canaries[0] if len(canaries) == 1 else None)
     if target is None:
-        raise RouteError("name the version to promote (--version)")
+        raise RouteError("no canary to promote: name the version (--version)")
     return AliasRoute(((target, BASIS),), route.shadow if route.shadow != target else None)
 
 
 def rolled_back(route: AliasRoute) -> AliasRoute:
-    """All traffic back to the primary version."""
+    """All traffic back to the stable version."""
+    if len(route.weights) == 1:
+        raise RouteError(f"no rollout to roll back: all traffic already goes to "
+                         f"{route.primary} (promote --version V to go back to another)")
     return AliasRoute(((route.primary, BASIS),), route.shadow)
 
 

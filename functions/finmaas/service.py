@@ -72,7 +72,7 @@ class PredictionService:
         # a canary picks by the record id: a retry lands where the first attempt did
         version = self.registry.resolve(name, ref, assign=record_id)
         try:
-            model = self.registry.model(name, version)
+            model = self.registry.model_of_alias(name, ref, version)
             run = model.explain if kind == "explanation" else model.predict
             predictions = run(instances)
         except ApiError as exc:
@@ -118,7 +118,7 @@ class PredictionService:
                     "this Idempotency-Key was already used for a different request",
                     code="idempotency_key_reused")
             if stored.version != version:  # the alias moved since: answer as the first time
-                model = self.registry.model(name, stored.version)
+                model = self.registry.model_of_alias(name, ref, stored.version)
                 run = model.explain if kind == "explanation" else model.predict
                 predictions = run(instances)
         else:

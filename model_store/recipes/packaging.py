@@ -17,13 +17,15 @@ Lambda bundle. Unpickling runs code: only package files you (the publisher) made
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from finmaas.cards import PRICE_PATTERN
 
 from . import common, explainers
 
@@ -87,7 +89,9 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise PackagingError(f"{path}: no such file") from exc
-    except ValueError as exc:
+    except OSError as exc:
+        raise PackagingError(f"{path}: cannot read it: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
         raise PackagingError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise PackagingError(f"{path}: must be a JSON object")
@@ -407,13 +411,12 @@ def _from_onnx(name: str, onnx_bytes: bytes, X: pd.DataFrame,
 
 # -- the card -------------------------------------------------------------------------------
 def _price(text: str, what: str) -> str:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = Decimal(-1)
-    if value < 0 or not value.is_finite():
-        raise PackagingError(f"{what} {text!r} is not a price in USD per 1,000")
-    return text
+    """The card's own rule for prices (a decimal string, at most six decimals), checked
+    here so a bad flag is a clear refusal, not a card that fails its schema."""
+    if not re.fullmatch(PRICE_PATTERN, str(text)):
+        raise PackagingError(f"{what} {text!r} is not a price in USD per 1,000 (a decimal "
+                             "such as 0.50, at most six decimals)")
+    return str(text)
 
 
 def _metrics(task: str, y: np.ndarray | None, reference: np.ndarray, rows: int,
@@ -471,6 +474,9 @@ def _apply_overrides(card: dict[str, Any], overrides: Mapping[str, Any]) -> None
         if key != "fields":
             card[key] = value
     fields = overrides.get("fields") or {}
+    if not isinstance(fields, dict) or not all(isinstance(v, dict) for v in fields.values()):
+        raise PackagingError('overrides: "fields" must map each field to an object, e.g. '
+                             '{"income": {"description": "...", "unit": "USD"}}')
     by_name = {i["name"]: i for i in card["inputs"]}
     unknown = sorted(set(fields) - set(by_name))
     if unknown:
@@ -588,18 +594,28 @@ def package(name: str, source: Any, sample: pd.DataFrame, *, target: str | None 
 
 def write_version(built: common.BuiltModel, out_dir: str | Path) -> Path:
     """Write the version directory (``model.onnx``, ``card.json``, explainer data) ready
-    for ``maas models verify`` and ``maas models publish --from``. Refuses to overwrite
-    a different version already there (versions are immutable once published)."""
+    for ``maas models verify`` and ``maas models publish --from``. Writes only into an
+    empty or absent directory, or one holding exactly this version already (versions are
+    immutable once published: a new price or card is a new version)."""
     out = Path(out_dir)
-    card_path = out / "card.json"
-    if card_path.exists():
-        old = json.loads(card_path.read_text())
-        if old.get("artifact", {}).get("sha256") != built.card["artifact"]["sha256"]:
-            raise PackagingError(f"{out} already holds another model; choose another "
-                                 "--out or --version")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.onnx").write_bytes(built.onnx_bytes)
-    for file, data in built.files.items():
-        (out / file).write_bytes(data)
-    card_path.write_text(json.dumps(built.card, indent=2) + "\n")
+    card_text = json.dumps(built.card, indent=2) + "\n"
+    files = {"model.onnx": built.onnx_bytes, **built.files, "card.json": card_text.encode()}
+    if out.exists() and not out.is_dir():
+        raise PackagingError(f"{out} is a file, not a directory; choose another --out")
+    if out.is_dir():
+        present = {p.name for p in out.iterdir()}
+        if present and not (present == set(files) and all(
+                (out / f).is_file() and (out / f).read_bytes() == d for f, d in files.items())):
+            raise PackagingError(f"{out} already holds something else (another model, "
+                                 "version or card); choose another --out or --version")
+        if present:
+            return out  # exactly this version, already written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for file, data in files.items():  # the card last: a version exists once it does
+            tmp = out / f".{file}.part"
+            tmp.write_bytes(data)
+            tmp.replace(out / file)
+    except OSError as exc:
+        raise PackagingError(f"cannot write {out}: {exc}") from exc
     return out

@@ -128,7 +128,7 @@ def models_router() -> APIRouter:
 
         def work() -> dict[str, Any]:
             resolve_caller(request.scope, s.directory)
-            card = s.registry.card(name, s.registry.resolve(name, version))
+            card = s.registry.card_of_alias(name, version, s.registry.resolve(name, version))
             agreement = s.predictions.shadows.of(name)
             return {**card.raw, "aliases": s.registry.aliases(name),
                     **({"shadow_agreement": agreement} if agreement else {})}

@@ -52,9 +52,12 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
         raise BadRequest(f"body is not valid JSON: {exc}", code="malformed_json") from None
     try:
         orjson.dumps(doc)  # what orjson refused and json took: lone surrogates ("\ud800")
-    except TypeError:
-        raise BadRequest("body is not valid JSON: a string holds a lone UTF-16 surrogate, "
-                         "which is not a Unicode character", code="malformed_json") from None
+    except TypeError as exc:
+        if "surrogate" in str(exc):
+            raise BadRequest("body is not valid JSON: a string holds a lone UTF-16 "
+                             "surrogate, which is not a Unicode character",
+                             code="malformed_json") from None
+        # else an integer beyond 64 bits: valid JSON, refused by the card's validation
     return doc, raw
 
 
@@ -65,7 +68,21 @@ def fingerprint_source(doc: Any, raw: bytes, idempotency_key: str | None) -> byt
     Without one, a replay is the same API Gateway event, so its bytes suffice."""
     if idempotency_key is None:
         return raw
-    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(_same_numbers(doc), option=orjson.OPT_SORT_KEYS)
+
+
+def _same_numbers(value: Any) -> Any:
+    """60 and 60.0 are one JSON number: a client that re-serialises one as the other is
+    sending the same request."""
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return f"{value}"  # beyond what orjson writes: its digits stand for it
+    if type(value) is dict:
+        return {k: _same_numbers(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_same_numbers(v) for v in value]
+    return value
 
 
 def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None]:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..errors import StoreError
 from . import billing, explain, invoke, keys, models, serve, tenants
 from .common import err
 
@@ -49,3 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as exc:  # an unknown tenant, key or model named on the command line
         err(str(exc.args[0]) if exc.args else "not found")
         return 1
+    except StoreError as exc:  # a model store that cannot be read
+        err(str(exc))
+        return 1
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("botocore", "boto3"):  # credentials, ...
+            err(f"AWS: {exc}")
+            return 1
+        raise

@@ -60,7 +60,7 @@ def favourable_texts(explainer: Any, record: dict[str, Any], answer: dict[str, A
     texts = []
     for _value, name in pulls:
         shown = record.get(name)
-        value = "not declared" if shown is None else (
+        value = "none declared" if shown is None else (
             f"{shown:g}" if isinstance(shown, float) else str(shown))
         texts.append(explainer.spec.reasons[name][1].replace("{value}", value))
     return texts

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from ..rollout import AliasRoute, promoted, rolled_back, with_canary, with_shadow
+from ..rollout import (
+    AliasRoute,
+    RouteError,
+    promoted,
+    rolled_back,
+    with_canary,
+    with_shadow,
+)
 from .common import err
 
 
@@ -25,20 +32,39 @@ def change_route(store: str, name: str, alias: str,
     raw = target.get(f"{name}/aliases.json")
     if raw is None:
         raise KeyError(f"no model {name!r} in {store}")
-    aliases = json.loads(raw)
+    try:
+        aliases = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise RouteError(f"{name}/aliases.json is not valid JSON; fix it by hand") from exc
+    if not isinstance(aliases, dict):
+        raise RouteError(f"{name}/aliases.json must be an object of aliases; fix it by hand")
     if alias not in aliases:
         raise KeyError(f"{name} has no alias {alias!r}")
     route = change(AliasRoute.parse(aliases[alias]))
     named = [v for v, _ in route.weights] + ([route.shadow] if route.shadow else [])
-    missing = [v for v in named if target.get(f"{name}/{v}/card.json") is None]
+    missing = [v for v in named if not _published(target, name, v)]
     if missing:
-        raise KeyError(f"{name} has no version {', '.join(missing)} in {store}: publish it "
-                       "first")
+        raise KeyError(f"{name} has no published version {', '.join(missing)} in {store}: "
+                       "publish it first")
     aliases[alias] = route.to_json()
     target.put(f"{name}/aliases.json",
                (json.dumps(aliases, indent=2, sort_keys=True) + "\n").encode(),
                "application/json")
     return route
+
+
+def _published(target: Any, name: str, version: str) -> bool:
+    """The version's card is there and is a card (publish checked the rest)."""
+    from ..cards import CardError, ModelCard
+
+    raw = target.get(f"{name}/{version}/card.json")
+    if raw is None:
+        return False
+    try:
+        card = ModelCard.parse(json.loads(raw))
+    except (ValueError, RecursionError, CardError):
+        return False
+    return (card.name, card.version) == (name, version)
 
 
 def _run(args: argparse.Namespace, change: Callable[[AliasRoute], AliasRoute]) -> int:

@@ -162,7 +162,7 @@ class ModelExplainer:
 
 def _shown(value: Any) -> str:
     if value is None:
-        return "not declared"
+        return "none declared"
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

@@ -47,5 +47,5 @@ class ModelStore(ABC):
         raw = self.read_bytes(key)
         try:
             return json.loads(raw)
-        except ValueError as exc:
-            raise CorruptObject(key, str(exc)) from exc
+        except (ValueError, RecursionError) as exc:  # garbled, or nested past any parser
+            raise CorruptObject(key, str(exc) or type(exc).__name__) from None
