@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from finmaas.explain import TreeExplainer  # noqa: E402
 
+from tests.bench.inference import interleaved  # noqa: E402
 from tests.conftest import lightgbm_trees  # noqa: E402
 
 FEATURES = 27
@@ -53,15 +54,9 @@ def credit_risk_like(seed: int = 7) -> tuple[Any, np.ndarray]:
     return model.booster_, rows
 
 
-def interleaved(fns: dict[str, Any], rounds: int) -> dict[str, float]:
+def medians(fns: dict[str, Any], rounds: int) -> dict[str, float]:
     """Median seconds per call, the contenders taking turns so drift hits both alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in interleaved(fns, rounds).items()}
 
 
 def main() -> None:
@@ -81,14 +76,14 @@ def main() -> None:
     assert parity < 1e-6, parity
 
     one = rows[:1]
-    t1 = interleaved({"ours": lambda: explainer.shap_values(one),
+    t1 = medians({"ours": lambda: explainer.shap_values(one),
                       "lightgbm": lambda: booster.predict(one, pred_contrib=True,
                                                           num_threads=1)}, 300)
-    t2 = interleaved({"ours": lambda: explainer.shap_values(rows),
+    t2 = medians({"ours": lambda: explainer.shap_values(rows),
                       "lightgbm": lambda: booster.predict(rows, pred_contrib=True,
                                                           num_threads=1)}, 15)
     bare = TreeExplainer(trees, FEATURES, max_table_bytes=0)
-    t3 = interleaved({"one": lambda: bare.shap_values(one),
+    t3 = medians({"one": lambda: bare.shap_values(one),
                       "thousand": lambda: bare.shap_values(rows)}, 5)
     results = {
         "ensemble": {"trees": len(trees), "leaves": leaves, "features": FEATURES,
