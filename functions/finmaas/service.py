@@ -19,10 +19,18 @@ from typing import Any
 
 from .cards import ModelCard
 from .errors import ApiError, Conflict, ServiceUnavailable
-from .metering import MeteringStore, MeteringUnavailable, UsageRecord, format_usd, record_id_for
+from .metering import (
+    KINDS,
+    MeteringStore,
+    MeteringUnavailable,
+    UsageRecord,
+    format_usd,
+    record_id_for,
+)
 from .metering.base import utcnow
 from .registry import ModelRegistry
 from .rollout import ShadowStats
+from .runtime import LoadedModel
 from .telemetry import NullTelemetry, Telemetry
 
 log = logging.getLogger("finmaas.service")
@@ -51,6 +59,10 @@ def fingerprint(name: str, ref: str | None, body: bytes, kind: str = "prediction
     return h.hexdigest()
 
 
+def _run(model: LoadedModel, kind: str, instances: list[Any]) -> list[dict[str, Any]]:
+    return model.explain(instances) if kind == "explanation" else model.predict(instances)
+
+
 class PredictionService:
     def __init__(self, registry: ModelRegistry, metering: MeteringStore,
                  telemetry: Telemetry | None = None) -> None:
@@ -67,14 +79,15 @@ class PredictionService:
     def serve(self, kind: str, caller: Caller, name: str, ref: str | None,
               instances: list[Any], body: bytes, idempotency_key: str | None) -> PredictResult:
         """One path for every kind of call: validate and run, record once, answer."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown usage kind {kind!r}; one of {KINDS}")
         started = time.perf_counter()
         record_id = record_id_for(caller.tenant, caller.request_id, idempotency_key)
         # a canary picks by the record id: a retry lands where the first attempt did
         version = self.registry.resolve(name, ref, assign=record_id)
         try:
             model = self.registry.model_of_alias(name, ref, version)
-            run = model.explain if kind == "explanation" else model.predict
-            predictions = run(instances)
+            predictions = _run(model, kind, instances)
         except ApiError as exc:
             self.telemetry.failed(name, version, exc.status)
             raise
@@ -119,8 +132,7 @@ class PredictionService:
                     code="idempotency_key_reused")
             if stored.version != version:  # the alias moved since: answer as the first time
                 model = self.registry.model_of_alias(name, ref, stored.version)
-                run = model.explain if kind == "explanation" else model.predict
-                predictions = run(instances)
+                predictions = _run(model, kind, instances)
         else:
             self.telemetry.predicted(name, version, units, kind,
                                      (time.perf_counter() - started) * 1000)

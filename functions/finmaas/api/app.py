@@ -33,7 +33,7 @@ from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
 from . import body as bodies
 from . import openapi
-from .identity import RequestIdHeader, TenantDirectory, resolve_caller
+from .identity import RequestIdHeader, TenantDirectory, request_context, resolve_caller
 
 log = logging.getLogger("finmaas.api")
 T = TypeVar("T")
@@ -241,10 +241,11 @@ def create_app(services: Services | None = None) -> FastAPI:
 
     def error(request: Request, exc: ApiError) -> Response:
         services.telemetry.error(exc.code, exc.status)
-        ctx = (request.scope.get("aws.event") or {}).get("requestContext") or {}
+        # set here too: a 500 is answered outside the RequestIdHeader middleware
+        request_id = request_context(request.scope).get("requestId")
         headers = dict(exc.headers)
-        if ctx.get("requestId"):
-            headers["x-request-id"] = ctx["requestId"]
+        if isinstance(request_id, str) and request_id:
+            headers["x-request-id"] = request_id
         return json_response(exc.body(), exc.status, headers)
 
     @app.exception_handler(ApiError)
