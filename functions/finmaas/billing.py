@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .errors import NotFound, Unprocessable
-from .metering import DailyUsage, format_usd
+from .metering import UNITS, DailyUsage, format_usd
 from .plans import Plan
 
 CENT = Decimal("0.01")
@@ -61,12 +61,21 @@ def usage_report(tenant: str, lo: date, hi: date, rows: list[DailyUsage]) -> dic
         "end": hi.isoformat(),
         "currency": "USD",
         "days": [{"date": r.day, "model": r.model, "version": r.version, "kind": r.kind,
-                  "requests": r.requests, "units": r.units, "amount_usd": format_usd(r.amount)}
+                  "unit": UNITS[r.kind], "requests": r.requests, "units": r.units,
+                  "amount_usd": format_usd(r.amount)}
                  for r in rows],
         "totals": {"requests": sum(r.requests for r in rows),
-                   "units": sum(r.units for r in rows),
+                   "units": _units_by_unit(rows),
                    "amount_usd": format_usd(sum((r.amount for r in rows), Decimal(0)))},
     }
+
+
+def _units_by_unit(rows: list[DailyUsage]) -> dict[str, int]:
+    """Rows and tokens are not added together: units per unit ("row", "token")."""
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[UNITS[r.kind]] = totals.get(UNITS[r.kind], 0) + r.units
+    return dict(sorted(totals.items()))
 
 
 def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
@@ -103,7 +112,7 @@ def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
         "status": "open" if month >= today.strftime("%Y-%m") else "final",
         "lines": [
             {"model": ln["model"], "version": ln["version"], "kind": ln["kind"],
-             "requests": ln["requests"], "units": ln["units"],
+             "unit": UNITS[ln["kind"]], "requests": ln["requests"], "units": ln["units"],
              "unit_price_usd": format_usd(ln["unit_price"]),
              "amount_usd": format_usd(ln["amount"])}
             for ln in sorted(lines.values(),

@@ -33,10 +33,14 @@ class CardError(ValueError):
         self.problems = problems
 
 
+TABULAR_TASKS = ("binary_classification", "regression")
+TEXT_TASKS = ("text_embedding",)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
-    type: Literal["number", "integer", "category"]
+    type: Literal["number", "integer", "category", "text"]
     required: bool
     description: str
     categories: tuple[str, ...] = ()
@@ -44,10 +48,19 @@ class InputSpec:
     unit: str | None = None
     minimum: float | None = None
     maximum: float | None = None
+    max_chars: int | None = None
+    max_tokens: int | None = None
+    overflow: Literal["refuse", "truncate"] = "refuse"
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of this field, for the OpenAPI document."""
         schema: dict[str, Any] = {"description": self.description}
+        if self.type == "text":
+            schema.update(type="string", minLength=1, maxLength=self.max_chars)
+            schema["description"] += (f" (at most {self.max_chars} characters and "
+                                      f"{self.max_tokens} tokens; longer texts are "
+                                      f"{'refused' if self.overflow == 'refuse' else 'truncated'})")
+            return schema
         if self.type == "category":
             schema["type"] = "string"
             if self.unknown_category == "reject":
@@ -72,6 +85,19 @@ class OutputSpec:
     description: str
     unit: str | None = None
     event: str | None = None
+    dimension: int | None = None
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How a text model reads and bills its texts (the card's ``text`` section)."""
+
+    tokenizer: str  # a file of the version: the HF ``tokenizers`` JSON
+    max_texts: int  # texts per request
+    max_request_tokens: int  # tokens per request, label texts included
+    temperature: float  # zero-shot: softmax over cosine similarities / temperature
+    max_labels: int
+    max_label_chars: int
 
 
 @dataclass(frozen=True)
@@ -97,7 +123,7 @@ class ExplanationSpec:
 class ModelCard:
     name: str
     version: str
-    task: Literal["binary_classification", "regression"]
+    task: Literal["binary_classification", "regression", "text_embedding"]
     description: str
     inputs: tuple[InputSpec, ...]
     outputs: tuple[OutputSpec, ...]
@@ -106,24 +132,24 @@ class ModelCard:
     sha256: str
     artifact_file: str
     artifact_bytes: int
-    usd_per_1k: Decimal
+    # usage kind -> USD per 1,000 units: predicted rows, explained rows, or tokens
+    prices: dict[str, Decimal]
     raw: dict[str, Any]
     files: tuple[VersionFile, ...] = ()
     explanation: ExplanationSpec | None = None
-    usd_per_1k_explanations: Decimal | None = None
-
-    @property
-    def unit_price(self) -> Decimal:
-        """Price of one predicted row, exact."""
-        return self.usd_per_1k / 1000
+    text: TextSpec | None = None
 
     def price_of(self, kind: str) -> Decimal:
-        """Price of one row of a usage kind (a prediction, or an explanation), exact."""
-        if kind == "explanation":
-            if self.usd_per_1k_explanations is None:
-                raise ValueError(f"{self.name} v{self.version} has no explanation price")
-            return self.usd_per_1k_explanations / 1000
-        return self.unit_price
+        """Price of one unit of a usage kind (a predicted row, an explained row, a token),
+        exact."""
+        if kind not in self.prices:
+            raise ValueError(f"{self.name} v{self.version} has no {kind} price")
+        return self.prices[kind] / 1000
+
+    @property
+    def pricing(self) -> dict[str, str]:
+        """The card's prices as the catalogue shows them (``usd_per_1k_<unit>``)."""
+        return {PRICE_KEYS[kind]: str(price) for kind, price in self.prices.items()}
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -138,13 +164,22 @@ class ModelCard:
         except ValidationError as exc:
             raise CardError([_problem(e) for e in exc.errors()]) from None
         outputs = tuple(OutputSpec(name=o.name, type=o.type, description=o.description,
-                                   unit=o.unit, event=o.event) for o in card.outputs)
+                                   unit=o.unit, event=o.event, dimension=o.dimension)
+                        for o in card.outputs)
         inputs = tuple(
             InputSpec(name=i.name, type=i.type, required=i.required, description=i.description,
                       categories=tuple(i.categories or ()),
                       unknown_category=i.unknown_category, unit=i.unit, minimum=i.minimum,
-                      maximum=i.maximum)
+                      maximum=i.maximum, max_chars=i.max_chars, max_tokens=i.max_tokens,
+                      overflow=i.overflow)
             for i in card.inputs)
+        text = None
+        if card.text is not None:
+            zs = card.text.zero_shot
+            text = TextSpec(tokenizer=card.text.tokenizer, max_texts=card.text.max_texts,
+                            max_request_tokens=card.text.max_request_tokens,
+                            temperature=zs.temperature, max_labels=zs.max_labels,
+                            max_label_chars=zs.max_label_chars)
         explanation = None
         if card.explanation is not None:
             explanation = ExplanationSpec(
@@ -152,11 +187,13 @@ class ModelCard:
                 output_space=card.explanation.output_space,
                 attribution=card.explanation.attribution,
                 reasons={n: (r.toward, r.away) for n, r in (card.reasons or {}).items()})
-        extra_price = card.pricing.usd_per_1k_explanations
+        prices = {kind: Decimal(price) for kind, key in PRICE_KEYS.items()
+                  if (price := getattr(card.pricing, key)) is not None}
         return cls(
             files=tuple(VersionFile(f.file, f.sha256, f.bytes) for f in card.files),
             explanation=explanation,
-            usd_per_1k_explanations=Decimal(extra_price) if extra_price else None,
+            text=text,
+            prices=prices,
             name=card.name,
             version=card.version,
             task=card.task,
@@ -168,7 +205,6 @@ class ModelCard:
             sha256=card.artifact.sha256,
             artifact_file=card.artifact.file,
             artifact_bytes=card.artifact.bytes,
-            usd_per_1k=Decimal(card.pricing.usd_per_1k_predictions),
             raw=doc,
         )
 
@@ -189,7 +225,7 @@ class CardInput(_Section):
     """One input field in business terms (not a tensor position)."""
 
     name: str = Field(min_length=1, max_length=64)
-    type: Literal["number", "integer", "category"]
+    type: Literal["number", "integer", "category", "text"]
     required: bool
     description: str = ""
     categories: list[str] | None = Field(default=None, min_length=1)
@@ -197,9 +233,24 @@ class CardInput(_Section):
     unit: str | None = None
     minimum: int | float | None = None
     maximum: int | float | None = None
+    max_chars: int | None = Field(default=None, ge=1, le=100_000,
+                                  description="text: longest text accepted, in characters")
+    max_tokens: int | None = Field(default=None, ge=3, le=8192,
+                                   description="text: most tokens the model reads, special "
+                                               "tokens included")
+    overflow: Literal["refuse", "truncate"] = Field(
+        default="refuse", description="text: a text beyond max_tokens is refused (422) or "
+                                      "cut to max_tokens (and billed as cut)")
 
     @model_validator(mode="after")
     def _consistent(self) -> CardInput:
+        text_only = {"max_chars": self.max_chars, "max_tokens": self.max_tokens}
+        if self.type == "text":
+            missing = [k for k, v in text_only.items() if v is None]
+            if missing:
+                raise ValueError(f"a text input needs {' and '.join(missing)}")
+        elif any(v is not None for v in text_only.values()):
+            raise ValueError("only a text input has max_chars and max_tokens")
         if self.type == "category" and not self.categories:
             raise ValueError("a category input needs a list of categories")
         if self.type != "category" and self.categories is not None:
@@ -215,6 +266,7 @@ class CardOutput(_Section):
     description: str = ""
     unit: str | None = None
     event: str | None = None
+    dimension: int | None = Field(default=None, ge=1, description="a vector's length")
 
 
 class CardServing(_Section):
@@ -234,13 +286,44 @@ PRICE_PATTERN = r"^[0-9]+(\.[0-9]{1,6})?$"
 
 
 class CardPricing(_Section):
-    usd_per_1k_predictions: str = Field(
-        pattern=PRICE_PATTERN,
-        description="decimal string, at most 6 decimals (a unit price stays exact in "
-                    "nano-dollars), e.g. '0.50'")
+    usd_per_1k_predictions: str | None = Field(
+        default=None, pattern=PRICE_PATTERN,
+        description="price of predicted rows (tabular models): decimal string, at most 6 "
+                    "decimals (a unit price stays exact in nano-dollars), e.g. '0.50'")
     usd_per_1k_explanations: str | None = Field(
         default=None, pattern=PRICE_PATTERN,
         description="price of explained rows; required when the card has an explanation")
+    usd_per_1k_tokens: str | None = Field(
+        default=None, pattern=PRICE_PATTERN,
+        description="price of tokens (text models): every token the model reads, label "
+                    "texts included")
+
+
+# usage kind (what a usage record's units count) -> the card's price of 1,000 of them
+PRICE_KEYS = {"prediction": "usd_per_1k_predictions",
+              "explanation": "usd_per_1k_explanations",
+              "token": "usd_per_1k_tokens"}
+
+
+class CardZeroShot(_Section):
+    """Zero-shot classification with the caller's labels: softmax over the cosine
+    similarities of a text to each label's text, divided by ``temperature``."""
+
+    temperature: float = Field(gt=0, le=10)
+    max_labels: int = Field(default=32, ge=2, le=256)
+    max_label_chars: int = Field(default=300, ge=1, le=10_000)
+    label_text: str = Field(default="", description="what is embedded for a label")
+
+
+class CardText(_Section):
+    """How a text model tokenizes, bounds and bills its texts."""
+
+    tokenizer: str = Field(pattern=r"^[^/.][^/]*$",
+                           description="a file of the version: HF tokenizers JSON")
+    max_texts: int = Field(ge=1, le=10_000, description="texts per request")
+    max_request_tokens: int = Field(ge=3, le=1_000_000,
+                                    description="tokens per request, label texts included")
+    zero_shot: CardZeroShot
 
 
 class CardFile(_Section):
@@ -282,7 +365,7 @@ class CardDocument(_Section):
 
     name: str = Field(pattern=NAME_RE.pattern)
     version: str = Field(pattern=VERSION_RE.pattern)
-    task: Literal["binary_classification", "regression"]
+    task: Literal["binary_classification", "regression", "text_embedding"]
     description: str
     inputs: list[CardInput] = Field(min_length=1)
     outputs: list[CardOutput] = Field(min_length=1)
@@ -298,6 +381,37 @@ class CardDocument(_Section):
     reasons: dict[str, CardReason] | None = None
     global_importance: dict[str, float] | None = Field(
         default=None, description="mean |contribution| per field on the holdout")
+    text: CardText | None = Field(default=None, description="text models: tokenizer, "
+                                                           "limits, zero-shot")
+
+    @model_validator(mode="after")
+    def _priced_by_its_unit(self) -> CardDocument:
+        """A tabular model bills rows and reads numbers and categories; a text model bills
+        tokens and reads one text field."""
+        texts = [i for i in self.inputs if i.type == "text"]
+        if self.task in TEXT_TASKS:
+            if self.pricing.usd_per_1k_tokens is None:
+                raise ValueError("a text model needs pricing.usd_per_1k_tokens")
+            if self.pricing.usd_per_1k_predictions is not None:
+                raise ValueError("a text model is priced per token, not per prediction")
+            if len(texts) != 1 or len(self.inputs) != 1:
+                raise ValueError("a text model has exactly one input, of type text")
+            if self.text is None:
+                raise ValueError("a text model needs a text section (tokenizer, limits)")
+            if self.text.tokenizer not in {f.file for f in self.files}:
+                raise ValueError(f"text.tokenizer {self.text.tokenizer!r} is not in files")
+            if self.explanation is not None:
+                raise ValueError("text models do not explain")
+        else:
+            if self.pricing.usd_per_1k_predictions is None:
+                raise ValueError("a tabular model needs pricing.usd_per_1k_predictions")
+            if self.pricing.usd_per_1k_tokens is not None:
+                raise ValueError("only a text model is priced per token")
+            if texts:
+                raise ValueError(f"a {self.task} model has no text inputs")
+            if self.text is not None:
+                raise ValueError("only a text model has a text section")
+        return self
 
     @model_validator(mode="after")
     def _explainable(self) -> CardDocument:

@@ -261,6 +261,6 @@ class ModelRegistry:
                 "versions": self.versions(name),
                 "aliases": aliases,
                 "default_version": card.version,
-                "pricing": {"usd_per_1k_predictions": str(card.usd_per_1k), "currency": "USD"},
+                "pricing": {**card.pricing, "currency": "USD"},
             })
         return entries

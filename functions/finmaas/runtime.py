@@ -19,6 +19,7 @@ import numpy as np
 from .cards import InputSpec, ModelCard
 from .errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
 from .explain.attribution import FEATURES_OUTPUT, ExplainerMismatch, ModelExplainer
+from .text import TextGraphMismatch, TextModel
 
 MAX_DETAILS = 50
 VECTORISE_FROM = 32
@@ -29,6 +30,17 @@ _ORT_DTYPES = {
     "tensor(int32)": np.int32,
     "tensor(string)": object,
 }
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a call produced and what it costs: the predictions, their units and the usage
+    kind the units count (predicted or explained rows; tokens for text models)."""
+
+    predictions: list[dict[str, Any]]
+    units: int
+    kind: str
+    output: dict[str, Any]  # the answer's "output": what each prediction holds
 
 
 class GraphMismatch(ValueError):
@@ -117,7 +129,7 @@ def _check_bytes(what: str, source: Path | bytes, sha256: str, size: int) -> Non
 
 def open_version(card: ModelCard, artifact: Path | bytes, *,
                  files: Mapping[str, Path | bytes] | None = None,
-                 threads: int = 1, serving: bool = False) -> LoadedModel:
+                 threads: int = 1, serving: bool = False) -> LoadedModel | TextModel:
     """The one door through which a model version is opened, for the registry, ``verify``
     and ``publish`` alike: the graph and every file the card lists must be the card's
     bytes (sha256, size), the graph must load and agree with the card, the explainer data
@@ -152,9 +164,13 @@ def open_version(card: ModelCard, artifact: Path | bytes, *,
                                                   lazy=serving)
         except ExplainerMismatch as exc:
             raise VersionRejected([f"explainer: {exc}"]) from exc
+    model: LoadedModel | TextModel
     try:
-        model = LoadedModel(card, session, explainer)
-    except GraphMismatch as exc:
+        if card.text is not None:
+            model = TextModel(card, session, _read(files[card.text.tokenizer]))
+        else:
+            model = LoadedModel(card, session, explainer)
+    except (GraphMismatch, TextGraphMismatch) as exc:
         raise VersionRejected(str(exc).split("; ")) from exc
     example = card.raw.get("example")
     if example is not None:
@@ -339,6 +355,30 @@ class LoadedModel:
 
     def predict(self, instances: list[Any]) -> list[dict[str, Any]]:
         return self.format(self.run(self.feeds(instances)))
+
+    def serve(self, kind: str, instances: list[Any], labels: Any = None) -> Served:
+        """A prediction or an explanation of ``instances``, billed per row."""
+        if labels is not None:
+            raise Unprocessable(f"{self.card.name} is not a text model: labels are for "
+                                "zero-shot text classification", code="invalid_body",
+                                details=[{"field": "labels", "code": "unknown_field"}])
+        rows = self.explain(instances) if kind == "explanation" else self.predict(instances)
+        out = self.card.outputs[0]
+        return Served(rows, len(rows), kind, {
+            "name": self._output_name, "description": out.description, "unit": out.unit})
+
+    def compare(self, mine: list[dict[str, Any]], theirs: list[dict[str, Any]]
+                ) -> tuple[float, int | None]:
+        """Sum of absolute differences between two versions' scores, and (classifiers)
+        how many rows fall on the other side of the card's decision threshold."""
+        key = self._output_name
+        a = [p[key] for p in mine]
+        b = [p[key] for p in theirs]
+        diff = sum(abs(x - y) for x, y in zip(a, b, strict=True))
+        if self.card.task == "regression":
+            return diff, None
+        threshold = float(self.card.raw.get("decision_threshold", 0.5))
+        return diff, sum((x >= threshold) != (y >= threshold) for x, y in zip(a, b, strict=True))
 
     def explain(self, instances: list[Any]) -> list[dict[str, Any]]:
         """Each record's prediction (as ``predict`` answers it) with its exact attribution:

@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .cards import ModelCard
 from .errors import ApiError, Conflict, ServiceUnavailable
 from .metering import (
-    KINDS,
     MeteringStore,
     MeteringUnavailable,
     UsageRecord,
@@ -32,8 +30,12 @@ from .registry import ModelRegistry
 from .rollout import ShadowStats
 from .runtime import LoadedModel
 from .telemetry import NullTelemetry, Telemetry
+from .text import TextModel
 
 log = logging.getLogger("finmaas.service")
+ServedModel = LoadedModel | TextModel
+# what a caller asks for; the usage kind of its record follows the model (rows or tokens)
+CALLS = ("prediction", "explanation")
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,6 @@ def fingerprint(name: str, ref: str | None, body: bytes, kind: str = "prediction
     return h.hexdigest()
 
 
-def _run(model: LoadedModel, kind: str, instances: list[Any]) -> list[dict[str, Any]]:
-    return model.explain(instances) if kind == "explanation" else model.predict(instances)
-
-
 class PredictionService:
     def __init__(self, registry: ModelRegistry, metering: MeteringStore,
                  telemetry: Telemetry | None = None) -> None:
@@ -77,22 +75,24 @@ class PredictionService:
         return self.serve("prediction", caller, name, ref, instances, body, idempotency_key)
 
     def serve(self, kind: str, caller: Caller, name: str, ref: str | None,
-              instances: list[Any], body: bytes, idempotency_key: str | None) -> PredictResult:
-        """One path for every kind of call: validate and run, record once, answer."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown usage kind {kind!r}; one of {KINDS}")
+              instances: list[Any], body: bytes, idempotency_key: str | None,
+              labels: Any = None) -> PredictResult:
+        """One path for every kind of call: validate and run, record once, answer.
+        ``labels`` (text models) turns embedding into zero-shot classification."""
+        if kind not in CALLS:
+            raise ValueError(f"unknown kind of call {kind!r}; one of {CALLS}")
         started = time.perf_counter()
         record_id = record_id_for(caller.tenant, caller.request_id, idempotency_key)
         # a canary picks by the record id: a retry lands where the first attempt did
         version = self.registry.resolve(name, ref, assign=record_id)
         try:
             model = self.registry.model_of_alias(name, ref, version)
-            predictions = _run(model, kind, instances)
+            served = model.serve(kind, instances, labels)
         except ApiError as exc:
             self.telemetry.failed(name, version, exc.status)
             raise
-        units = len(predictions)
-        unit_price = model.card.price_of(kind)
+        units = served.units
+        unit_price = model.card.price_of(served.kind)
         rec = UsageRecord(
             record_id=record_id,
             request_id=caller.request_id,
@@ -107,7 +107,7 @@ class PredictionService:
             timestamp=utcnow(),
             fingerprint=fingerprint(name, ref, body, kind),
             idempotency_key=idempotency_key,
-            kind=kind,
+            kind=served.kind,
         )
         try:
             stored = self.metering.record(rec)
@@ -132,14 +132,14 @@ class PredictionService:
                     code="idempotency_key_reused")
             if stored.version != version:  # the alias moved since: answer as the first time
                 model = self.registry.model_of_alias(name, ref, stored.version)
-                predictions = _run(model, kind, instances)
+                served = model.serve(kind, instances, labels)
         else:
-            self.telemetry.predicted(name, version, units, kind,
+            self.telemetry.predicted(name, version, units, served.kind,
                                      (time.perf_counter() - started) * 1000)
             shadow = self.registry.shadow(name, ref)
             if shadow is not None:
-                self._shadow(name, version, shadow, model.card, instances, predictions)
-        out = model.card.outputs[0]
+                self._shadow(name, version, shadow, model, instances, labels,
+                             served.predictions)
         answer: dict[str, Any] = {
             "model": name,
             "version": stored.version,
@@ -148,36 +148,30 @@ class PredictionService:
         if kind == "explanation" and model.explainer is not None:
             answer["explanation"] = model.explainer.describe()
         answer.update({
-            "predictions": predictions,
-            "output": {"name": "probability" if model.card.task != "regression"
-                       else "value", "description": out.description, "unit": out.unit},
+            "predictions": served.predictions,
+            "output": served.output,
             "usage": {"units": stored.units, "kind": stored.kind,
                       "unit_price_usd": format_usd(stored.unit_price),
                       "amount_usd": format_usd(stored.amount)},
         })
         return PredictResult(body=answer, replayed=replayed)
 
-    def _shadow(self, name: str, served: str, shadow: str, card: ModelCard,
-                instances: list[Any], predictions: list[dict[str, Any]]) -> None:
+    def _shadow(self, name: str, served: str, shadow: str, model: ServedModel,
+                instances: list[Any], labels: Any, predictions: list[dict[str, Any]]
+                ) -> None:
         """Run the shadow version on a copy of the request, after the answer is settled
         and billed: its output is never returned nor billed, only compared. Nothing it
         does (a failure, a refusal) can change the caller's answer."""
-        key = "value" if card.task == "regression" else "probability"
         try:
-            shadowed = self.registry.model(name, shadow).predict(instances)
-            mine = [p[key] for p in predictions]
-            theirs = [p[key] for p in shadowed]
-            diff = sum(abs(a - b) for a, b in zip(mine, theirs, strict=True))
-            threshold = float(card.raw.get("decision_threshold", 0.5))
-            flips = 0 if key == "value" else sum(
-                (a >= threshold) != (b >= threshold) for a, b in zip(mine, theirs,
-                                                                     strict=True))
+            shadowed = self.registry.model(name, shadow).serve("prediction", instances, labels)
+            diff, flips = model.compare(predictions, shadowed.predictions)
         except Exception as exc:
             log.warning("shadow version failed", extra={"model": name, "shadow": shadow,
                                                        "error": str(exc)})
             self.shadows.add(name, served, shadow, failed=True)
             self.telemetry.shadowed(name, shadow, len(instances), None, None)
             return
-        self.shadows.add(name, served, shadow, rows=len(mine), abs_diff_sum=diff, flips=flips)
-        self.telemetry.shadowed(name, shadow, len(mine), diff / len(mine),
-                                flips / len(mine) if key != "value" else None)
+        rows = len(predictions)
+        self.shadows.add(name, served, shadow, rows=rows, abs_diff_sum=diff, flips=flips or 0)
+        self.telemetry.shadowed(name, shadow, rows, diff / rows,
+                                flips / rows if flips is not None else None)

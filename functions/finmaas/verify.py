@@ -26,6 +26,17 @@ class VersionReport:
         return not self.problems
 
 
+def headline(metrics: dict) -> str:
+    """A card's headline metric, for tables: ROC AUC, R2, or a text model's int8/fp32
+    parity."""
+    if "roc_auc" in metrics:
+        return f"roc_auc {metrics['roc_auc']}"
+    if "r2" in metrics:
+        return f"r2 {metrics['r2']}"
+    parity = metrics.get("parity_int8_vs_fp32")
+    return f"cosine vs fp32 {parity['mean_cosine']}" if parity else "-"
+
+
 def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
     """Open the version through the server's own door (``runtime.open_version``)."""
     report = VersionReport(name, version)
@@ -41,9 +52,7 @@ def verify_version(store: ModelStore, name: str, version: str) -> VersionReport:
         report.problems.append(f"card unreadable: {exc}")
         return report
     report.task, report.inputs, report.size = card.task, len(card.inputs), card.artifact_bytes
-    metrics = card.raw.get("metrics", {})
-    report.headline = (f"roc_auc {metrics['roc_auc']}" if "roc_auc" in metrics
-                       else f"r2 {metrics.get('r2')}")
+    report.headline = headline(card.raw.get("metrics", {}))
     if (card.name, card.version) != (name, version):
         report.problems.append(f"card names {card.name} v{card.version}")
     try:

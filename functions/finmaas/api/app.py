@@ -86,12 +86,16 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    try:
-        content = orjson.dumps(body)
+    try:  # numpy arrays (a text model's vectors) as their shortest round-trip decimals
+        content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:  # a lone surrogate echoed from the request: escape it, never a 500
-        content = json.dumps(body, ensure_ascii=True, default=str).encode()
+        content = json.dumps(body, ensure_ascii=True, default=_plain).encode()
     return Response(content, status_code=status, media_type="application/json",
                     headers=headers)
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _services(request: Request) -> Services:
@@ -161,14 +165,14 @@ async def _serve(request: Request, kind: str) -> Response:
     caller = await s.run(resolve_caller, request.scope, s.directory)  # who, before what
     idem = bodies.idempotency_key(request)
     doc, raw = await bodies.read_json(request, s.settings.max_body_bytes)
-    instances, body_version = bodies.parse_predict(doc, s.settings.max_instances)
+    instances, body_version, labels = bodies.parse_predict(doc, s.settings.max_instances)
     if path_version and body_version and path_version != body_version:
         raise ApiError(f"version {body_version!r} in the body contradicts the path's "
                        f"{path_version!r}", status=422, code="version_conflict")
 
     result = await s.run(s.predictions.serve, kind, caller, name,
                          path_version or body_version, instances,
-                         bodies.fingerprint_source(doc, raw, idem), idem)
+                         bodies.fingerprint_source(doc, raw, idem), idem, labels)
     headers = {"x-request-id": result.body["request_id"]}
     if idem is not None:
         headers["Idempotent-Replayed"] = "true" if result.replayed else "false"

@@ -85,11 +85,13 @@ def _same_numbers(value: Any) -> Any:
     return value
 
 
-def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None]:
+def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None, Any]:
+    """``instances``, ``version`` and ``labels`` (zero-shot labels, for text models; the
+    model checks them)."""
     if not isinstance(doc, dict):
         raise Unprocessable('the body must be an object: {"instances": [...]}',
                             code="invalid_body")
-    unknown = sorted(set(doc) - {"instances", "version"})
+    unknown = sorted(set(doc) - {"instances", "version", "labels"})
     if unknown:
         raise Unprocessable(f"unknown body field(s): {', '.join(unknown)}",
                             code="invalid_body",
@@ -104,7 +106,7 @@ def parse_predict(doc: Any, max_instances: int) -> tuple[list[Any], str | None]:
     version = doc.get("version")
     if version is not None and (not isinstance(version, str) or not version):
         raise Unprocessable('"version" must be a version or alias string', code="invalid_body")
-    return instances, version
+    return instances, version, doc.get("labels")
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ..billing import MONTH_RE
 from ..cards import NAME_RE, VERSION_RE, CardDocument, InputSpec, ModelCard, card_json_schema
-from ..metering import KINDS
+from ..metering import KINDS, UNITS
 from ..registry import ModelRegistry
 from ..runtime import FLOAT32_MAX
 
@@ -37,6 +37,14 @@ MONTH_PATTERN = MONTH_RE.pattern
 USD_PATTERN = r"^[0-9]+(\.[0-9]*[1-9])?$"
 CENTS_PATTERN = r"^[0-9]+\.[0-9]{2}$"
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+
+
+ZERO_SHOT_EXAMPLE = [
+    {"name": "card_lost_or_stolen", "description": "The customer's card is lost or stolen "
+                                                   "and must be blocked"},
+    {"name": "dispute_charge", "description": "The customer disputes a charge from a shop"},
+    {"name": "balance_inquiry", "description": "The customer asks for their balance"},
+]
 
 
 def ref(name: str) -> dict[str, str]:
@@ -51,7 +59,7 @@ def field_schema(spec: InputSpec) -> dict[str, Any]:
     """A card field's schema; numbers also get the float32 range, the widest a graph
     computing in float32 accepts (the server answers 422 ``out_of_range`` beyond it)."""
     schema = spec.json_schema()
-    if spec.type != "category":
+    if spec.type in ("number", "integer"):
         lo = -FLOAT32_MAX if spec.minimum is None else max(spec.minimum, -FLOAT32_MAX)
         hi = FLOAT32_MAX if spec.maximum is None else min(spec.maximum, FLOAT32_MAX)
         schema["minimum"], schema["maximum"] = lo, hi
@@ -104,7 +112,10 @@ USD = {"type": "string", "pattern": USD_PATTERN,
 DATE = {"type": "string", "format": "date"}
 MODEL_NAME = {"type": "string", "pattern": NAME_RE.pattern}
 KIND = {"type": "string", "enum": list(KINDS),
-        "description": "what the units count: predicted rows, or explained rows"}
+        "description": "what the units count: predicted rows, explained rows, or the tokens "
+                       "a text model read"}
+UNIT = {"type": "string", "enum": sorted(set(UNITS.values())),
+        "description": "the unit of the units: row (tabular models) or token (text models)"}
 VERSION = {"type": "string", "pattern": VERSION_RE.pattern}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -152,20 +163,46 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "pricing": ref("CataloguePricing"),
     }),
     "CataloguePricing": _obj({
-        "usd_per_1k_predictions": {**STRING, "description": "exact decimal"},
+        "usd_per_1k_predictions": {**STRING, "description": "exact decimal (tabular models)"},
+        "usd_per_1k_explanations": {**STRING, "description": "exact decimal, where the "
+                                                             "model explains"},
+        "usd_per_1k_tokens": {**STRING, "description": "exact decimal (text models)"},
         "currency": {"type": "string", "enum": ["USD"]},
-    }),
+    }, required=["currency"]),
     "Catalogue": _obj({"models": {"type": "array", "items": ref("CatalogueEntry")}}),
     "PredictResponse": _obj({
         "model": MODEL_NAME,
         "version": VERSION,
         "request_id": {**STRING, "description": "also the x-request-id header"},
         "predictions": {"type": "array", "items": {"anyOf": [
-            ref("ClassifierPrediction"), ref("RegressionPrediction")]},
+            ref("ClassifierPrediction"), ref("RegressionPrediction"),
+            ref("EmbeddingPrediction"), ref("ZeroShotPrediction")]},
             "description": "one per instance, in order"},
         "output": ref("PredictionOutput"),
         "usage": ref("PredictionUsage"),
     }),
+    "EmbeddingPrediction": _obj({
+        "embedding": {"type": "array", "items": {"type": "number"},
+                      "description": "unit vector (the card's outputs[0].dimension): cosine "
+                                     "similarity is the dot product"},
+        "tokens": {**COUNT, "description": "tokens of this text, billed"},
+    }),
+    "ZeroShotPrediction": _obj({
+        "label": {**STRING, "description": "the most probable of the request's labels"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "scores": {"type": "object", "additionalProperties": {
+            "type": "number", "minimum": 0, "maximum": 1},
+            "description": "every label's probability (they sum to 1)"},
+        "tokens": {**COUNT, "description": "tokens of this text, billed (label texts are "
+                                           "billed once per request, in usage)"},
+    }),
+    "ZeroShotLabel": _obj({
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "description": {"type": "string", "minLength": 1,
+                        "description": "what is embedded for the label (better than the "
+                                       "name alone); at most the card's "
+                                       "text.zero_shot.max_label_chars"},
+    }, required=["name"], additionalProperties=False),
     "ExplainResponse": _obj({
         "model": MODEL_NAME,
         "version": VERSION,
@@ -225,12 +262,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "unit": NULLABLE_STRING,
     }),
     "PredictionOutput": _obj({
-        "name": {"type": "string", "enum": ["probability", "value"]},
+        "name": {"type": "string", "enum": ["probability", "value", "embedding", "label"]},
         "description": STRING,
         "unit": NULLABLE_STRING,
     }),
     "PredictionUsage": _obj({
-        "units": {**COUNT, "description": "rows predicted (or explained)"},
+        "units": {**COUNT, "description": "rows predicted (or explained), or tokens read"},
         "kind": KIND,
         "unit_price_usd": USD,
         "amount_usd": USD,
@@ -244,10 +281,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "totals": ref("UsageTotals"),
     }),
     "UsageDay": _obj({
-        "date": DATE, "model": MODEL_NAME, "version": VERSION, "kind": KIND,
+        "date": DATE, "model": MODEL_NAME, "version": VERSION, "kind": KIND, "unit": UNIT,
         "requests": COUNT, "units": COUNT, "amount_usd": USD,
     }),
-    "UsageTotals": _obj({"requests": COUNT, "units": COUNT, "amount_usd": USD}),
+    "UsageTotals": _obj({"requests": COUNT, "units": {
+        "type": "object", "additionalProperties": COUNT,
+        "description": "units per unit (rows and tokens are not added together)"},
+        "amount_usd": USD}),
     "Invoice": _obj({
         "tenant": STRING,
         "month": {"type": "string", "pattern": MONTH_PATTERN},
@@ -263,8 +303,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       "description": "rounded half-up to cents, once"},
     }),
     "InvoiceLine": _obj({
-        "model": MODEL_NAME, "version": VERSION, "kind": KIND, "requests": COUNT,
-        "units": COUNT, "unit_price_usd": USD, "amount_usd": USD,
+        "model": MODEL_NAME, "version": VERSION, "kind": KIND, "unit": UNIT,
+        "requests": COUNT, "units": COUNT, "unit_price_usd": USD, "amount_usd": USD,
     }),
     "IncludedUnits": _obj({"allowance": COUNT, "used": COUNT, "credit_usd": USD}),
     "Discount": _obj({"percent": {"type": "string", "pattern": DECIMAL_PATTERN},
@@ -300,10 +340,11 @@ ERROR_TEXT = {
     403: "the key's tenant is suspended (tenant_suspended)",
     404: "unknown model or version (model_not_found, version_not_found)",
     409: "Idempotency-Key reused for another body (idempotency_key_reused)",
-    413: "body too large or too many instances (body_too_large, too_many_instances)",
+    413: "body too large, too many instances, or too many tokens for a text model "
+         "(body_too_large, too_many_instances, too_many_tokens)",
     415: "not application/json (unsupported_media_type)",
     422: "a field fails the model card; details name instance and field (validation_error, "
-         "invalid_body, version_conflict, not_finite)",
+         "invalid_body, invalid_labels, version_conflict, not_finite)",
     429: "rate limit or monthly quota of the key's plan (rate_limited, quota_exceeded)",
     503: "a store is unavailable; retry after Retry-After (tenants_unavailable, "
          "model_store_unavailable, model_unavailable, metering_unavailable, "
@@ -420,6 +461,10 @@ def predict_request(cards: list[ModelCard], max_instances: int) -> dict[str, Any
                           "items": items,
                           "description": "records of the model's fields (its XxxInstance)"},
             "version": {**VERSION, "description": "a version or alias (default production)"},
+            "labels": {"type": "array", "minItems": 2, "maxItems": 256,
+                       "items": ref("ZeroShotLabel"),
+                       "description": "text models: classify each text into these labels "
+                                      "(zero-shot) instead of returning its embedding"},
         },
     }
 
@@ -443,9 +488,14 @@ def build_document(app: FastAPI, cards: list[ModelCard], max_instances: int
         "required": True,
         "content": {"application/json": {
             "schema": ref("PredictRequest"),
-            "examples": {c.name: {"summary": f"{c.name}: {c.description[:80]}",
-                                  "value": {"instances": [example_instance(c)]}}
-                         for c in cards},
+            "examples": {**{c.name: {"summary": f"{c.name}: {c.description[:80]}",
+                                     "value": {"instances": [example_instance(c)]}}
+                            for c in cards},
+                         **{f"{c.name}-zero-shot": {
+                             "summary": f"{c.name}: zero-shot routing into your labels",
+                             "value": {"instances": [example_instance(c)],
+                                       "labels": ZERO_SHOT_EXAMPLE}}
+                            for c in cards if c.text is not None}},
         }},
     }
     for path in (*PREDICT_PATHS, *EXPLAIN_PATHS):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
+from ..metering import UNITS
 from .common import err, open_tenants, table
 
 
@@ -24,6 +25,7 @@ def cloud_event(rec: Any, stage: str) -> dict[str, Any]:
         "time": rec.timestamp.isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {"model": rec.model, "version": rec.version, "units": rec.units,
+                 "unit": UNITS[rec.kind],
                  "unit_price_usd": str(rec.unit_price), "amount_usd": str(rec.amount),
                  "key_id": rec.key_id, "latency_ms": rec.latency_ms},
     }
@@ -77,8 +79,9 @@ def cmd_invoices_show(args: argparse.Namespace) -> int:
     print(f"Invoice {invoice['month']} for {invoice['tenant']} (plan {invoice['plan']}, "
           f"{invoice['status']})\n")
     table(["model", "version", "kind", "requests", "units", "unit price USD", "amount USD"],
-          [(ln["model"], ln["version"], ln["kind"], str(ln["requests"]), str(ln["units"]),
-            ln["unit_price_usd"], ln["amount_usd"]) for ln in invoice["lines"]])
+          [(ln["model"], ln["version"], ln["kind"], str(ln["requests"]),
+            f"{ln['units']} {ln['unit']}s", ln["unit_price_usd"], ln["amount_usd"])
+           for ln in invoice["lines"]])
     inc = invoice["included_units"]
     print(f"\nsubtotal            {invoice['subtotal_usd']}\n"
           f"included units      -{inc['credit_usd']} ({inc['used']} of {inc['allowance']})\n"

@@ -36,10 +36,17 @@ def cmd_models_build(args: argparse.Namespace) -> int:
         return 1
     for m in built:
         metrics = m.card["metrics"]
-        headline = (f"holdout ROC AUC {metrics['roc_auc']}, Brier {metrics['brier']}"
-                    if "roc_auc" in metrics else
-                    f"out-of-time R2 {metrics['r2']} (HAR baseline "
-                    f"{metrics['baseline_har_linear']['r2']})")
+        if "roc_auc" in metrics:
+            headline = f"holdout ROC AUC {metrics['roc_auc']}, Brier {metrics['brier']}"
+        elif "r2" in metrics:
+            headline = (f"out-of-time R2 {metrics['r2']} (HAR baseline "
+                        f"{metrics['baseline_har_linear']['r2']})")
+        else:
+            intents = metrics["banking_intents"]
+            headline = (f"zero-shot intent accuracy "
+                        f"{intents['zero_shot_with_descriptions']['accuracy']} (TF-IDF "
+                        f"baseline {intents['baseline_tfidf_nearest_description']['accuracy']}"
+                        f"), int8 vs fp32 cosine {metrics['parity_int8_vs_fp32']['mean_cosine']}")
         print(f"{m.name} v{m.version}: {headline}; ONNX parity {m.parity_max_abs_diff:.1e}")
     return 0
 

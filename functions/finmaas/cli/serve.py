@@ -110,11 +110,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_a_version(store: Any, name: str) -> bool:
+    """Whether ``name/`` holds a version: a folder named like one, with a card."""
+    from ..cards import VERSION_RE
+    from ..modelstore import ObjectNotFound
+
+    for folder in store.list_dirs(name):
+        if VERSION_RE.match(folder):
+            try:
+                store.read_bytes(f"{name}/{folder}/card.json")
+                return True
+            except ObjectNotFound:
+                continue
+    return False
+
+
 def servable_models(registry: Any) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Each model's production example, and why any model cannot be served. One garbled
     card or a missing ``aliases.json`` is reported and skipped (the API answers 503 or 404
     for that model alone); it does not keep the server from starting."""
-    from ..cards import VERSION_RE
     from ..errors import ApiError
 
     examples: dict[str, dict[str, Any]] = {}
@@ -124,7 +138,7 @@ def servable_models(registry: Any) -> tuple[dict[str, dict[str, Any]], dict[str,
             card = registry.card(name, registry.resolve(name))
         except ApiError as exc:
             if exc.code == "model_not_found":
-                if not any(VERSION_RE.match(v) for v in registry.store.list_dirs(name)):
+                if not _has_a_version(registry.store, name):
                     continue  # not a model at all (the bundled store's recipes/ folder)
                 problems[name] = f"{name}/aliases.json is missing"
             else:

@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import (
     KINDS,
+    UNITS,
     DailyUsage,
     MeteringStore,
     MeteringUnavailable,
@@ -14,7 +15,7 @@ from .base import (
     record_id_for,
 )
 
-__all__ = ["KINDS", "DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
+__all__ = ["KINDS", "UNITS", "DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
            "format_usd", "open_metering_store", "record_id_for"]
 
 

@@ -17,8 +17,10 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 NANO = Decimal("0.000000001")
-# What a usage record's units count: predicted rows, or explained rows (priced apart).
-KINDS = ("prediction", "explanation")
+# What a usage record's units count: predicted rows, explained rows (priced apart), or the
+# tokens a text model read; and the unit each kind counts in.
+KINDS = ("prediction", "explanation", "token")
+UNITS = {"prediction": "row", "explanation": "row", "token": "token"}
 
 
 class MeteringUnavailable(Exception):
