@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
 
-from . import credit_risk, loan_default, market_volatility, mortgage_approval
+from . import credit_risk, loan_default, market_volatility, mortgage_approval, text_embedding
 from .common import BuiltModel, RecipeDataError, write_model
 
 RECIPES: dict[str, ModuleType] = {
-    m.NAME: m for m in (credit_risk, loan_default, mortgage_approval, market_volatility)
+    m.NAME: m for m in (credit_risk, loan_default, mortgage_approval, market_volatility,
+                        text_embedding)
 }
 
 __all__ = ["RECIPES", "BuiltModel", "RecipeDataError", "build_into"]
