@@ -15,7 +15,10 @@ EVENTS = REPO / "events"
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
+# the tabular models (rows); the text model bills tokens
 MODEL_NAMES = ["credit-risk", "loan-default", "mortgage-approval", "market-volatility"]
+TEXT_MODEL = "text-embedding"
+ALL_MODELS = [*MODEL_NAMES, TEXT_MODEL]
 
 
 def load_event(name: str) -> dict:

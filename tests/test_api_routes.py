@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODEL_NAMES, example
+from tests.conftest import ALL_MODELS, MODEL_NAMES, example
 
 
 def test_health_needs_no_key(client):
@@ -16,11 +16,13 @@ def test_catalogue_lists_every_model_with_price_and_aliases(client, api_key):
     r = client.get("/v1/models", headers={"x-api-key": api_key})
     assert r.status_code == 200
     models = {m["name"]: m for m in r.json()["models"]}
-    assert sorted(models) == sorted(MODEL_NAMES)
+    assert sorted(models) == sorted(ALL_MODELS)
     credit = models["credit-risk"]
     assert credit["aliases"] == {"production": "1"} and credit["versions"] == ["1"]
     assert credit["pricing"]["usd_per_1k_predictions"] == "0.50"
     assert credit["task"] == "binary_classification" and credit["description"]
+    assert models["text-embedding"]["pricing"] == {"usd_per_1k_tokens": "0.002",
+                                                   "currency": "USD"}
 
 
 def test_model_card_of_production_and_of_an_explicit_version(client, api_key):
@@ -75,7 +77,9 @@ def test_openapi_shows_each_models_request_schema(client):
     assert schemas["CreditRiskInstance"]["properties"]["home"]["enum"][0] == "rent"
     assert "ret_lag_22" in schemas["MarketVolatilityInstance"]["required"]
     body = doc["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]
-    assert set(body["content"]["application/json"]["examples"]) == set(MODEL_NAMES)
+    assert set(body["content"]["application/json"]["examples"]) == {
+        *ALL_MODELS, "text-embedding-zero-shot"}
+    assert schemas["TextEmbeddingInstance"]["properties"]["text"]["maxLength"] == 2000
     assert client.get("/docs").status_code == 200
 
 

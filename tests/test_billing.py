@@ -104,7 +104,7 @@ def test_usage_and_invoice_api_show_only_the_callers_tenant(client, services):
     b = client.get("/v1/usage", headers={"x-api-key": bank}).json()
     assert a["tenant"] == "acme" and [d["model"] for d in a["days"]] == ["credit-risk"]
     assert b["tenant"] == "bank" and [d["model"] for d in b["days"]] == ["loan-default"]
-    assert a["totals"] == {"requests": 1, "units": 4, "amount_usd": "0.002"}
+    assert a["totals"] == {"requests": 1, "units": {"row": 4}, "amount_usd": "0.002"}
     inv = client.get(f"/v1/invoices/{month}", headers={"x-api-key": bank}).json()
     assert inv["tenant"] == "bank" and inv["plan"] == "enterprise" and inv["status"] == "open"
     assert [ln["model"] for ln in inv["lines"]] == ["loan-default"]

@@ -81,7 +81,7 @@ def test_billed_units_equal_rows_of_distinct_successful_requests(tmp_path):
         server.stop()
     assert len(successes) > 200
     expected_units = sum(successes.values())
-    assert usage["totals"]["units"] == expected_units
+    assert usage["totals"]["units"] == {"row": expected_units}
     assert usage["totals"]["requests"] == len(successes)
     store = SQLiteMeteringStore(home / "finmaas.sqlite3")
     records = list(store.export(datetime.now(UTC).strftime("%Y-%m")))

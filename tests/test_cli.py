@@ -460,7 +460,8 @@ def test_serve_reports_and_skips_a_damaged_model_and_serves_the_rest(home, store
         assert bad.status_code == 503 and bad.json()["error"]["code"] == "store_corrupt"
         assert str(store_copy) not in bad.text
         listed = httpx.get(f"{server.url}/v1/models", headers=h).json()["models"]
-        assert sorted(m["name"] for m in listed) == ["loan-default", "mortgage-approval"]
+        assert sorted(m["name"] for m in listed) == ["loan-default", "mortgage-approval",
+                                                         "text-embedding"]
     finally:
         server.stop()
     # And the home the server made is private, its lock file too

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import MODEL_NAMES, Clock, LambdaContext, example, load_event
+from tests.conftest import (
+    ALL_MODELS,
+    MODEL_NAMES,
+    TEXT_MODEL,
+    Clock,
+    LambdaContext,
+    example,
+    load_event,
+)
 
 FLOAT32_MAX = 3.4028234663852886e38
 PREDICT = ("/v1/models/{name}/predict", "/v1/models/{name}/versions/{version}/predict")
@@ -124,7 +132,7 @@ def test_health_alone_is_open_and_every_other_route_needs_the_key(doc):
 
 def test_instance_schemas_are_closed_and_within_the_float32_range(doc):
     schemas = doc["components"]["schemas"]
-    for model in MODEL_NAMES:
+    for model in ALL_MODELS:
         schema = schemas["".join(p.capitalize() for p in model.split("-")) + "Instance"]
         assert schema["additionalProperties"] is False
         for name, field in schema["properties"].items():
@@ -138,7 +146,7 @@ def test_instance_schemas_are_closed_and_within_the_float32_range(doc):
     assert (income["minimum"], income["maximum"]) == (0, FLOAT32_MAX)
     body = schemas["PredictRequest"]
     assert body["additionalProperties"] is False and body["required"] == ["instances"]
-    assert len(body["properties"]["instances"]["items"]["anyOf"]) == len(MODEL_NAMES)
+    assert len(body["properties"]["instances"]["items"]["anyOf"]) == len(ALL_MODELS)
 
 
 def test_real_bodies_of_every_route_match_their_schemas_exactly(client, api_key, doc):
@@ -154,6 +162,15 @@ def test_real_bodies_of_every_route_match_their_schemas_exactly(client, api_key,
             json={"instances": [example(model)] * 2}))
         conforms(doc, "post", EXPLAIN[0], client.post(
             f"/v1/models/{model}/explain", headers=key, json={"instances": [example(model)]}))
+    text = {"instances": [example(TEXT_MODEL)]}
+    conforms(doc, "get", "/v1/models/{name}", client.get(f"/v1/models/{TEXT_MODEL}",
+                                                         headers=key))
+    conforms(doc, "post", PREDICT[0], client.post(f"/v1/models/{TEXT_MODEL}/predict",
+                                                  headers=key, json=text))
+    conforms(doc, "post", PREDICT[0], client.post(
+        f"/v1/models/{TEXT_MODEL}/predict", headers=key,
+        json={**text, "labels": [{"name": "lost_card"}, {"name": "balance",
+                                                        "description": "asks for a balance"}]}))
     usage = client.get("/v1/usage", headers=key)
     assert usage.json()["days"]
     conforms(doc, "get", "/v1/usage", usage)

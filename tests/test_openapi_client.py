@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import MODEL_NAMES, example
+from tests.conftest import ALL_MODELS, MODEL_NAMES, TEXT_MODEL, example
 from tests.server import Server
 
 PACKAGE = "finmaas_client"
@@ -81,7 +81,7 @@ def test_health_catalogue_and_cards_parse_into_typed_objects(generated, api):
     assert isinstance(health, m.Health) and health.status == "ok"
     catalogue = op("list_models").sync(client=api)
     assert isinstance(catalogue, m.Catalogue)
-    assert sorted(e.name for e in catalogue.models) == sorted(MODEL_NAMES)
+    assert sorted(e.name for e in catalogue.models) == sorted(ALL_MODELS)
     for entry in catalogue.models:
         assert isinstance(entry, m.CatalogueEntry) and entry.pricing.currency == "USD"
         card = op("get_model_card").sync(client=api, name=entry.name)
@@ -105,6 +105,22 @@ def test_every_model_predicts_through_the_typed_request(generated, api):
         assert isinstance(pinned, m.PredictResponse) and pinned.version == "1"
 
 
+def test_the_text_model_embeds_and_routes_through_the_typed_request(generated, api):
+    m = generated.models
+    instance = instance_class(generated, TEXT_MODEL)(text="I lost my card on the bus")
+    answer = op("predict").sync(client=api, name=TEXT_MODEL,
+                                body=m.PredictRequest(instances=[instance]))
+    assert isinstance(answer, m.PredictResponse), answer
+    assert isinstance(answer.predictions[0], m.EmbeddingPrediction)
+    assert len(answer.predictions[0].embedding) == 384 and answer.usage.kind == "token"
+    labels = [m.ZeroShotLabel(name="card_lost", description="a lost or stolen card"),
+              m.ZeroShotLabel(name="balance", description="asks for the account balance")]
+    routed = op("predict").sync(client=api, name=TEXT_MODEL,
+                                body=m.PredictRequest(instances=[instance], labels=labels))
+    assert isinstance(routed.predictions[0], m.ZeroShotPrediction)
+    assert routed.predictions[0].label == "card_lost"
+
+
 def test_usage_and_invoice_parse_into_typed_objects(generated, api):
     m = generated.models
     model = "mortgage-approval"
@@ -112,7 +128,7 @@ def test_usage_and_invoice_parse_into_typed_objects(generated, api):
     op("predict").sync(client=api, name=model, body=m.PredictRequest(instances=[instance]))
     today = datetime.now(UTC).date()
     usage = op("get_usage").sync(client=api, start=today.replace(day=1), end=today)
-    assert isinstance(usage, m.UsageReport) and usage.totals.units >= 1
+    assert isinstance(usage, m.UsageReport) and usage.totals.units["row"] >= 1
     assert all(isinstance(d, m.UsageDay) for d in usage.days)
     invoice = op("get_invoice").sync(client=api, month=f"{today:%Y-%m}")
     assert isinstance(invoice, m.Invoice) and invoice.status == "open"

@@ -68,7 +68,8 @@ def test_downloads_once_then_serves_from_cache(s3, tmp_path, clock):
 
 def test_catalogue_from_s3(s3, tmp_path, clock):
     names = [m["name"] for m in registry(s3, tmp_path, clock).catalogue()]
-    assert names == ["credit-risk", "loan-default", "market-volatility", "mortgage-approval"]
+    assert names == ["credit-risk", "loan-default", "market-volatility", "mortgage-approval",
+                     "text-embedding"]
 
 
 def test_sha_mismatch_is_refused_and_never_served(s3, tmp_path, clock, caplog):
