@@ -18,7 +18,7 @@ WEIGHTS_LOCK := requirements-weights.lock
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
 
-.PHONY: serve test lint bench models verify synth deploy lock clean
+.PHONY: serve test lint bench bench-text models verify synth deploy lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -63,6 +63,9 @@ lint: $(VENV)/.dev-deps
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.bench.inference
+
+bench-text: $(VENV)/.dev-deps
+	$(BIN)/python -m tests.bench.text
 
 models: $(VENV)/.dev-deps
 	$(BIN)/maas models build

@@ -129,6 +129,14 @@ def test_cold_start_is_counted_once_and_predictions_are_published(handler, capsy
     assert len(emf) == 2
 
 
+def test_a_text_model_publishes_the_tokens_it_read(handler, capsys):
+    response = handler(load_event("predict-text-embedding.json"), LambdaContext())
+    units = json.loads(response["body"])["usage"]["units"]
+    tokens = [m for m in emf_lines(capsys) if "TokensRead" in m]
+    assert [(m["model"], m["TokensRead"]) for m in tokens] == [("text-embedding", [units])]
+    assert not [m for m in emf_lines(capsys) if "RowsPredicted" in m]
+
+
 def test_a_refused_call_is_counted_against_the_version_that_refused_it(handler, capsys):
     handler(load_event("bad-wrong-type.json"), LambdaContext())
     errors = [m for m in emf_lines(capsys) if "Errors" in m]

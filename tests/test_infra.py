@@ -81,7 +81,7 @@ def test_function_runtime_architecture_and_environment(template):
         "Runtime": "python3.12",
         "Architectures": ["arm64"],
         "Handler": "inference/handler.handler",
-        "MemorySize": 1024,
+        "MemorySize": 1769,
         "EphemeralStorage": {"Size": 1024},
         "Timeout": 15,
         "LoggingConfig": Match.object_like({"LogGroup": Match.any_value()}),

@@ -85,6 +85,8 @@ class Ctx:
 event = json.load(open({str(EVENTS / 'predict-credit-risk.json')!r}))
 response = handler(event, Ctx())
 print("RESULT", response["statusCode"], file=sys.stderr)
+text = handler(json.load(open({str(EVENTS / 'predict-text-embedding.json')!r})), Ctx())
+print("TEXT", text["statusCode"], json.loads(text["body"]).get("usage"), file=sys.stderr)
 leaked = [m for m in sys.modules if m.split(".")[0] in {TRAINING_LIBS!r}]
 print("LEAKED", leaked, file=sys.stderr)
 """
@@ -95,4 +97,7 @@ print("LEAKED", leaked, file=sys.stderr)
     result = subprocess.run([sys.executable, "-S", "-c", script], env=env,
                             capture_output=True, text=True, timeout=300)
     assert "RESULT 200" in result.stderr, result.stderr[-3000:]
+    # the text model: tokenizers works from the bundle, without huggingface-hub
+    assert "TEXT 200 {'units'" in result.stderr, result.stderr[-3000:]
+    assert not (bundle / "huggingface_hub").exists()
     assert "LEAKED []" in result.stderr

@@ -217,8 +217,9 @@ class TextModel:
                                  "message": "no words the tokenizer reads (only control or "
                                             "unknown characters)"})
         if problems:
-            raise Unprocessable(f"{len(problems)} {what} text(s) cannot be read; nothing was "
-                                "embedded or billed", details=problems[:MAX_DETAILS],
+            noun = "text(s)" if what == "instance" else "label text(s)"
+            raise Unprocessable(f"{len(problems)} {noun} too long or empty to the tokenizer; "
+                                "nothing was embedded or billed", details=problems[:MAX_DETAILS],
                                 **({} if what == "instance" else {"code": "invalid_labels"}))
         return [enc.ids for enc in encodings]
 
