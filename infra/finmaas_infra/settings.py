@@ -15,7 +15,7 @@ class StageSettings:
     architecture: str = "arm64"
     # One full vCPU (Lambda allots CPU in proportion to memory, one vCPU at 1,769 MB): the
     # text model's encoder is CPU-bound, so a smaller function is slower at the same cost
-    # per token. Memory itself needs far less: the process peaks at about 560 MB on the
+    # per token. Memory itself needs far less: the process peaks at about 575 MB on the
     # largest text request the card allows (`make bench-text`, T3); all four tabular
     # models loaded and predicting, at about 105 MB.
     memory_mb: int = 1769
