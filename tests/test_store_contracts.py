@@ -102,6 +102,17 @@ def test_explanations_roll_up_apart_from_predictions(metering):
     assert metering.get(rec(2).record_id).kind == "explanation"
 
 
+def test_tokens_roll_up_apart_from_rows(metering):
+    metering.record(rec(1, units=3))
+    metering.record(rec(2, units=120, price="0.000002", kind="token"))
+    metering.record(rec(3, units=7, price="0.000002", kind="token"))
+    metering.record(rec(3, units=7, price="0.000002", kind="token"))  # a retry: once
+    rows = metering.month_usage("acme", "2026-10")
+    assert {(r.kind, r.requests, r.units, r.amount) for r in rows} == {
+        ("prediction", 1, 3, Decimal("0.0015")), ("token", 2, 127, Decimal("0.000254"))}
+    assert metering.get(rec(2).record_id).kind == "token"
+
+
 def test_concurrent_duplicates_bill_once(metering):
     """Threads racing on the same record ids. Run on SQLite only: moto's in-memory
     DynamoDB is not thread-safe (it loses updates and raises 'dictionary changed size

@@ -368,3 +368,32 @@ def test_the_recipe_rebuilds_the_committed_version():
     for key in ("mean_cosine", "min_cosine"):
         assert abs(rebuilt["parity_int8_vs_fp32"][key]
                    - committed["parity_int8_vs_fp32"][key]) <= 2e-4
+
+
+# -- rollouts: a shadow text version is compared, never returned nor billed ----------------
+def test_a_shadow_text_version_is_compared_by_cosine_and_label(store_copy, tmp_path):
+    from fastapi.testclient import TestClient
+    from finmaas.api import build_services, create_app
+    from finmaas.config import Settings
+    from finmaas.gateway import LocalGateway
+
+    model_dir = store_copy / TEXT_MODEL
+    shutil.copytree(model_dir / "1", model_dir / "2")
+    card = json.loads((model_dir / "2" / "card.json").read_text())
+    (model_dir / "2" / "card.json").write_text(json.dumps({**card, "version": "2"}))
+    (model_dir / "aliases.json").write_text(json.dumps(
+        {"production": {"versions": {"1": 100}, "shadow": "2"}}))
+    services = build_services(Settings.from_env(env={}, home=tmp_path / "home",
+                                                model_store=str(store_copy), ort_threads=1,
+                                                cache_dir=tmp_path / "cache"))
+    client = TestClient(LocalGateway(create_app(services), services.tenants))
+    key = make_tenant(services)
+    embedded = post(client, key, {"instances": [{"text": t} for t in MESSAGES]}).json()
+    routed = post(client, key, {"instances": [{"text": t} for t in MESSAGES[:2]],
+                                "labels": LABELS}).json()
+    assert {embedded["version"], routed["version"]} == {"1"}
+    assert billed_units(services) == embedded["usage"]["units"] + routed["usage"]["units"]
+    (agreement,) = services.predictions.shadows.of(TEXT_MODEL)
+    assert (agreement["shadow"], agreement["rows"], agreement["failures"]) == ("2", 6, 0)
+    assert agreement["mean_abs_diff"] < 1e-6  # the same graph: 1 - cosine, score gaps ~ 0
+    assert agreement["flip_rate"] == 0
