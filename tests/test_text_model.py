@@ -167,6 +167,7 @@ REFUSED = {
     "blank": ({"instances": [{"text": " \n\t "}]}, 422, "empty_text"),
     "control characters only": ({"instances": [{"text": "\u0000\u0001\u200b"}]}, 422,
                                 "empty_text"),
+    "emoji only": ({"instances": [{"text": "\U0001f621\U0001f621"}]}, 422, "empty_text"),
     "number": ({"instances": [{"text": 42}]}, 422, "wrong_type"),
     "list": ({"instances": [{"text": ["a"]}]}, 422, "wrong_type"),
     "missing": ({"instances": [{}]}, 422, "missing"),
@@ -174,10 +175,15 @@ REFUSED = {
     "not an object": ({"instances": ["just a string"]}, 422, "not_an_object"),
     "too many characters": ({"instances": [{"text": "a" * 2001}]}, 422, "text_too_long"),
     "too many tokens": ({"instances": [{"text": LONG_WORDS}]}, 422, "too_many_tokens"),
-    "one label": ({"instances": [{"text": "a"}], "labels": [{"name": "x"}]}, 422, None),
-    "labels not a list": ({"instances": [{"text": "a"}], "labels": {"name": "x"}}, 422, None),
+    "one label": ({"instances": [{"text": "a"}], "labels": [{"name": "x"}]}, 422,
+                  "invalid_labels"),
+    "labels not a list": ({"instances": [{"text": "a"}], "labels": {"name": "x"}}, 422,
+                          "invalid_labels"),
     "duplicate label": ({"instances": [{"text": "a"}],
                          "labels": [{"name": "x"}, {"name": "x"}]}, 422, "duplicate_label"),
+    "two labels that read the same": ({"instances": [{"text": "a"}],
+                                       "labels": [{"name": "lost_card"}, {"name": "lost-card"}]},
+                                      422, "duplicate_label"),
     "label without name": ({"instances": [{"text": "a"}],
                             "labels": [{"name": "x"}, {"description": "y"}]}, 422,
                            "invalid_name"),
@@ -191,10 +197,11 @@ REFUSED = {
                              "labels": [{"name": "x"}, {"name": "y", "weight": 2}]}, 422,
                             "unknown_field"),
     "too many labels": ({"instances": [{"text": "a"}],
-                         "labels": [{"name": f"l{i}"} for i in range(33)]}, 422, None),
-    "too many texts": ({"instances": [{"text": "a"}] * 257}, 413, None),
+                         "labels": [{"name": f"l{i}"} for i in range(33)]}, 422,
+                        "invalid_labels"),
+    "too many texts": ({"instances": [{"text": "a"}] * 257}, 413, "too_many_instances"),
     "too many tokens in the request": ({"instances": [{"text": "word " * 250}] * 40}, 413,
-                                       None),
+                                       "request_too_many_tokens"),
 }
 
 
@@ -205,9 +212,36 @@ def test_bad_texts_and_labels_are_refused_and_not_billed(client, services, key, 
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["message"]
-    if detail:
-        assert detail in {d["code"] for d in error["details"]}, error
+    assert detail in {error["code"], *(d["code"] for d in error["details"])}, error
     assert billed_units(services) == 0
+
+
+def test_every_problem_is_counted_and_labels_are_named_by_their_index(client, key):
+    error = post(client, key, {"instances": [{"text": ""}] * 200}).json()["error"]
+    assert error["message"].startswith("200 invalid text(s)") and len(error["details"]) == 50
+    error = post(client, key, {"instances": [{"text": "a"}],
+                               "labels": [{"name": "x"}, {"name": "y", "description": ""}]}
+                 ).json()["error"]
+    assert error["details"] == [{"label": 1, "field": "labels[1]",
+                                 "code": "invalid_description",
+                                 "message": "a description is a non-empty string"}]
+
+
+def test_a_retry_that_writes_null_for_what_it_left_out_is_the_same_request(client, services,
+                                                                           key):
+    first = {"instances": [{"text": MESSAGES[0]}], "labels": [
+        {"name": "lost_card"}, {"name": "balance", "description": "asks for a balance"}]}
+    again = {"instances": [{"text": MESSAGES[0]}], "version": None, "labels": [
+        {"name": "lost_card", "description": None},
+        {"name": "balance", "description": "asks for a balance"}]}
+    a = post(client, key, first, **{"Idempotency-Key": "nulls"})
+    b = post(client, key, again, **{"Idempotency-Key": "nulls"})
+    assert b.status_code == 200 and b.headers["Idempotent-Replayed"] == "true"
+    pinned = client.post(f"/v1/models/{TEXT_MODEL}/versions/1/predict", json=first,
+                         headers={"x-api-key": key, "Idempotency-Key": "pinned"})
+    in_body = post(client, key, {**first, "version": "1"}, **{"Idempotency-Key": "pinned"})
+    assert in_body.headers["Idempotent-Replayed"] == "true"
+    assert billed_units(services) == a.json()["usage"]["units"] + pinned.json()["usage"]["units"]
 
 
 def test_labels_sent_to_a_tabular_model_are_refused(client, services, key):
@@ -227,7 +261,30 @@ def test_a_text_model_has_no_explanations(client, services, key):
     assert billed_units(services) == 0
 
 
-def test_a_card_that_truncates_bills_the_tokens_it_kept(tmp_path, tokenizer):
+def test_a_card_cannot_promise_more_tokens_than_the_graph_reads():
+    from finmaas.runtime import VersionRejected, open_version
+
+    card = json.loads(json.dumps(CARD))
+    card["inputs"][0]["max_tokens"] = 600  # the encoder has 512 positions
+    files = {f["file"]: VERSION_DIR / f["file"] for f in card["files"]}
+    with pytest.raises(VersionRejected, match="cannot read max_tokens=600"):
+        open_version(ModelCard.parse(card), VERSION_DIR / "model.onnx", files=files)
+
+
+def test_a_graph_that_fails_at_serving_time_is_a_503_not_billed(client, services, key,
+                                                                monkeypatch):
+    model = services.registry.model(TEXT_MODEL, "1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("onnxruntime: shape mismatch")
+
+    monkeypatch.setattr(model.session, "run", broken)
+    r = post(client, key, {"instances": [{"text": MESSAGES[0]}]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "model_failed"
+    assert billed_units(services) == 0
+
+
+def test_a_card_that_truncates_bills_the_tokens_it_kept(tokenizer):
     from finmaas.runtime import open_version
 
     card = json.loads(json.dumps(CARD))
@@ -240,8 +297,8 @@ def test_a_card_that_truncates_bills_the_tokens_it_kept(tmp_path, tokenizer):
 
 
 # -- usage, invoices and export show tokens with their unit ---------------------------------
-def test_usage_invoice_and_export_keep_rows_and_tokens_apart(client, services, key, tokenizer,
-                                                            capsys, monkeypatch, settings):
+def test_usage_invoice_and_export_keep_rows_and_tokens_apart(client, key, tokenizer, capsys,
+                                                            monkeypatch, settings):
     from finmaas.cli import main
 
     from tests.conftest import example
@@ -335,8 +392,7 @@ def test_a_tabular_card_cannot_be_priced_per_token():
         ModelCard.parse(card)
 
 
-def test_a_tokenizer_that_does_not_match_its_sha256_is_never_served(tmp_path, services,
-                                                                    settings):
+def test_a_tokenizer_that_does_not_match_its_sha256_is_never_served(tmp_path):
     from finmaas.modelstore import LocalModelStore
     from finmaas.verify import verify_version
 

@@ -9,6 +9,7 @@ once, so a publisher sees everything wrong with a card in one go.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,7 +34,6 @@ class CardError(ValueError):
         self.problems = problems
 
 
-TABULAR_TASKS = ("binary_classification", "regression")
 TEXT_TASKS = ("text_embedding",)
 
 
@@ -133,7 +133,7 @@ class ModelCard:
     artifact_file: str
     artifact_bytes: int
     # usage kind -> USD per 1,000 units: predicted rows, explained rows, or tokens
-    prices: dict[str, Decimal]
+    prices: Mapping[str, Decimal]
     raw: dict[str, Any]
     files: tuple[VersionFile, ...] = ()
     explanation: ExplanationSpec | None = None
@@ -145,6 +145,11 @@ class ModelCard:
         if kind not in self.prices:
             raise ValueError(f"{self.name} v{self.version} has no {kind} price")
         return self.prices[kind] / 1000
+
+    @property
+    def is_text(self) -> bool:
+        """A text model: one text input, billed per token (the schema holds the rest)."""
+        return self.task in TEXT_TASKS
 
     @property
     def pricing(self) -> dict[str, str]:
@@ -312,7 +317,6 @@ class CardZeroShot(_Section):
     temperature: float = Field(gt=0, le=10)
     max_labels: int = Field(default=32, ge=2, le=256)
     max_label_chars: int = Field(default=300, ge=1, le=10_000)
-    label_text: str = Field(default="", description="what is embedded for a label")
 
 
 class CardText(_Section):
@@ -358,10 +362,24 @@ class CardMetrics(_Section):
     holdout: Any = Field(description="how the holdout was drawn, and its row count")
 
 
+# What ``_priced_by_its_unit`` checks, in the published JSON Schema too: a text model has
+# a text section and a token price, a tabular model a prediction price.
+_BY_TASK = {"allOf": [{
+    "if": {"properties": {"task": {"enum": list(TEXT_TASKS)}}, "required": ["task"]},
+    "then": {"required": ["text"], "properties": {"pricing": {
+        "required": ["usd_per_1k_tokens"], "not": {"required": ["usd_per_1k_predictions"]}}}},
+    "else": {"properties": {"pricing": {"required": ["usd_per_1k_predictions"],
+                                        "not": {"required": ["usd_per_1k_tokens"]}}}},
+}]}
+
+
 class CardDocument(_Section):
     """The model card (``<name>/<version>/card.json``): the contract between a model's
     publisher, the server and the buyer. ``maas models verify``, ``maas models publish``
     and the server's loader all validate against it."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False, frozen=True,
+                              json_schema_extra=_BY_TASK)
 
     name: str = Field(pattern=NAME_RE.pattern)
     version: str = Field(pattern=VERSION_RE.pattern)

@@ -91,7 +91,29 @@ def _field_problems(event: dict[str, Any]) -> list[dict[str, str]]:
         except (binascii.Error, ValueError):
             problems.append({"field": "body", "code": "not_base64",
                              "message": "isBase64Encoded is true but the body is not base64"})
+    if not problems:
+        problems += [{"field": field, "code": "not_unicode",
+                      "message": "holds a lone UTF-16 surrogate, which is not a Unicode "
+                                 "character"} for field in _unencodable(event)]
     return problems
+
+
+def _unencodable(event: dict[str, Any]) -> list[str]:
+    """The fields Mangum encodes to UTF-8 that cannot be: a direct invoke can carry lone
+    surrogates (``"\ud800"``) that API Gateway itself never sends."""
+    strings: list[tuple[str, Any]] = [("path", event.get("path")), ("body", event.get("body"))]
+    for field in ("headers", "queryStringParameters"):
+        strings += [(f"{field}.{k}", f"{k}{v}") for k, v in (event.get(field) or {}).items()]
+    for field in ("multiValueHeaders", "multiValueQueryStringParameters"):
+        strings += [(f"{field}.{k}", k + "".join(map(str, v or [])))
+                    for k, v in (event.get(field) or {}).items()]
+    bad = []
+    for field, value in strings:
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(field)
+    return bad
 
 
 def event_problem(event: Any) -> ApiError | None:

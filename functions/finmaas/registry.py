@@ -21,7 +21,7 @@ from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import CorruptObject, ModelStore, ObjectNotFound
 from .rollout import AliasRoute, RouteError
-from .runtime import LoadedModel, VersionRejected, open_version
+from .runtime import ServableModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
 DEFAULT_ALIAS = "production"
@@ -52,7 +52,7 @@ class ModelRegistry:
         self._names: tuple[float, list[str]] | None = None
         self._versions: dict[str, tuple[float, list[str]]] = {}
         self._cards: dict[tuple[str, str], ModelCard] = {}
-        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], ServableModel] = OrderedDict()
         self._refused: dict[tuple[str, str], tuple[float, ServiceUnavailable]] = {}
         self._lock = threading.RLock()
 
@@ -147,7 +147,7 @@ class ModelRegistry:
         self._cards[key] = card
         return card
 
-    def model(self, name: str, version: str) -> LoadedModel:
+    def model(self, name: str, version: str) -> ServableModel:
         key = (name, version)
         with self._lock:
             loaded = self._models.get(key)
@@ -173,7 +173,7 @@ class ModelRegistry:
                 self._models.popitem(last=False)
             return loaded
 
-    def model_of_alias(self, name: str, ref: str | None, version: str) -> LoadedModel:
+    def model_of_alias(self, name: str, ref: str | None, version: str) -> ServableModel:
         """The model a request resolved (see ``_named``)."""
         return self._named(self.model, name, ref, version)
 
@@ -195,7 +195,7 @@ class ModelRegistry:
                                      "not published", code="store_corrupt",
                                      retry_after=60) from exc
 
-    def _load(self, card: ModelCard) -> LoadedModel:
+    def _load(self, card: ModelCard) -> ServableModel:
         key = f"{card.name}/{card.version}/{card.artifact_file}"
         try:
             path = self._guard(self.store.artifact_path, key, card.sha256)

@@ -163,12 +163,13 @@ class Agreement:
     rows: int = 0
     abs_diff_sum: float = 0.0
     flips: int = 0
+    decided_rows: int = 0  # rows with a decision to flip (classifiers, zero-shot labels)
     failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "rows": self.rows, "failures": self.failures,
                 "mean_abs_diff": self.abs_diff_sum / self.rows if self.rows else None,
-                "flip_rate": self.flips / self.rows if self.rows else None}
+                "flip_rate": self.flips / self.decided_rows if self.decided_rows else None}
 
 
 @dataclass
@@ -180,14 +181,18 @@ class ShadowStats:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, model: str, served: str, shadow: str, *, rows: int = 0,
-            abs_diff_sum: float = 0.0, flips: int = 0, failed: bool = False) -> None:
+            abs_diff_sum: float = 0.0, flips: int | None = None,
+            failed: bool = False) -> None:
+        """``flips`` is None where the model has no decision (a regression, an embedding)."""
         with self._lock:
             agreement = self._by_key.setdefault((model, served, shadow), Agreement())
             agreement.requests += 1
             agreement.failures += int(failed)
             agreement.rows += rows
             agreement.abs_diff_sum += abs_diff_sum
-            agreement.flips += flips
+            if flips is not None:
+                agreement.flips += flips
+                agreement.decided_rows += rows
 
     def of(self, model: str) -> list[dict[str, Any]]:
         with self._lock:

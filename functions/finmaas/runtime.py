@@ -17,11 +17,20 @@ from typing import Any
 import numpy as np
 
 from .cards import InputSpec, ModelCard
-from .errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
+from .errors import ApiError, ServiceUnavailable, Unprocessable
 from .explain.attribution import FEATURES_OUTPUT, ExplainerMismatch, ModelExplainer
+from .serving import (
+    MAX_DETAILS,
+    Problems,
+    ServableModel,
+    Served,
+    no_explanations,
+    output_problem,
+)
 from .text import TextGraphMismatch, TextModel
 
-MAX_DETAILS = 50
+__all__ = ["LoadedModel", "ServableModel", "Served", "TextModel", "VersionRejected",
+           "open_version"]
 VECTORISE_FROM = 32
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -30,17 +39,6 @@ _ORT_DTYPES = {
     "tensor(int32)": np.int32,
     "tensor(string)": object,
 }
-
-
-@dataclass(frozen=True)
-class Served:
-    """What a call produced and what it costs: the predictions, their units and the usage
-    kind the units count (predicted or explained rows; tokens for text models)."""
-
-    predictions: list[dict[str, Any]]
-    units: int
-    kind: str
-    output: dict[str, Any]  # the answer's "output": what each prediction holds
 
 
 class GraphMismatch(ValueError):
@@ -101,9 +99,8 @@ def graph_mismatches(card: ModelCard, session: Any) -> list[str]:
     for name in sorted(set(graph_inputs) - set(card.input_names)):
         problems.append(f"graph input {name!r} is not in the card")
     outputs = {o.name: o.shape for o in session.get_outputs()}
-    if card.graph_output not in outputs:
-        problems.append(f"serving.output {card.graph_output!r} is not a graph output "
-                        f"{sorted(outputs)}")
+    if (missing := output_problem(card, outputs)) is not None:
+        problems.append(missing)
     elif card.graph_column is not None:
         shape = outputs[card.graph_output]
         width = shape[1] if len(shape) == 2 else 1
@@ -129,16 +126,20 @@ def _check_bytes(what: str, source: Path | bytes, sha256: str, size: int) -> Non
 
 def open_version(card: ModelCard, artifact: Path | bytes, *,
                  files: Mapping[str, Path | bytes] | None = None,
-                 threads: int = 1, serving: bool = False) -> LoadedModel | TextModel:
+                 threads: int = 1, serving: bool = False) -> ServableModel:
     """The one door through which a model version is opened, for the registry, ``verify``
     and ``publish`` alike: the graph and every file the card lists must be the card's
     bytes (sha256, size), the graph must load and agree with the card, the explainer data
-    must describe the graph, and the card's example must predict a finite score (and
-    explain it, when the model explains). Raises ``VersionRejected`` with every reason.
+    must describe the graph (a text model: the tokenizer must load, and the graph take
+    ``input_ids``/``attention_mask`` and give vectors of the card's dimension), and the
+    card's example must predict finite values (and explain, when the model explains).
+    Raises ``VersionRejected`` with every reason.
 
-    ``serving`` (the registry) builds the explainer's engine on the first explanation
-    instead of now, so a predict-only cold start does not pay for it; every explanation
-    still proves it reproduces the served score. Verify and publish check it all now."""
+    ``serving`` (the registry) defers what a first request can pay for instead of the
+    cold start: the explainer's engine (every explanation still proves it reproduces the
+    served score) and a text model's run at its longest text (``max_tokens``; a graph
+    failing it at serving time is a 503, never a 500). Verify and publish check it all
+    now."""
     import onnxruntime as ort
 
     files = files or {}
@@ -166,8 +167,9 @@ def open_version(card: ModelCard, artifact: Path | bytes, *,
             raise VersionRejected([f"explainer: {exc}"]) from exc
     model: LoadedModel | TextModel
     try:
-        if card.text is not None:
-            model = TextModel(card, session, _read(files[card.text.tokenizer]))
+        if card.is_text:
+            model = TextModel(card, session, _read(files[card.text.tokenizer]),
+                              probe_longest=not serving)
         else:
             model = LoadedModel(card, session, explainer)
     except (GraphMismatch, TextGraphMismatch) as exc:
@@ -215,13 +217,8 @@ class LoadedModel:
         right type, checked with numpy); only a column that fails it is walked cell by
         cell, which is what names the instance and field of every problem.
         """
-        problems: list[dict[str, Any]] = []
-
-        def fail(i: int, field: str | None, code: str, message: str) -> None:
-            if len(problems) < MAX_DETAILS:
-                problems.append({"instance": i, "field": field, "code": code,
-                                 "message": message})
-
+        problems = Problems()
+        fail = problems.add
         names = self._names
         for i, record in enumerate(instances):
             if type(record) is not dict:
@@ -240,12 +237,7 @@ class LoadedModel:
             if array is None:
                 array = self._checked_column(col, values, fail)
             columns[col.spec.name] = array
-        if problems:
-            raise Unprocessable(
-                f"{len(problems)}{'+' if len(problems) >= MAX_DETAILS else ''} invalid field(s) "
-                f"in instances; nothing was predicted or billed",
-                details=problems,
-            )
+        problems.raise_if_any("invalid field(s) in instances")
         return columns
 
     @staticmethod
@@ -359,9 +351,10 @@ class LoadedModel:
     def serve(self, kind: str, instances: list[Any], labels: Any = None) -> Served:
         """A prediction or an explanation of ``instances``, billed per row."""
         if labels is not None:
-            raise Unprocessable(f"{self.card.name} is not a text model: labels are for "
-                                "zero-shot text classification", code="invalid_body",
-                                details=[{"field": "labels", "code": "unknown_field"}])
+            message = (f"{self.card.name} is not a text model: labels are for zero-shot "
+                       "text classification")
+            raise Unprocessable(message, code="invalid_body", details=[
+                {"field": "labels", "code": "unknown_field", "message": message}])
         rows = self.explain(instances) if kind == "explanation" else self.predict(instances)
         out = self.card.outputs[0]
         return Served(rows, len(rows), kind, {
@@ -385,8 +378,7 @@ class LoadedModel:
         raw score, contributions per field or component, and reasons. Computed from the
         same run of the same graph that produced the score."""
         if self.explainer is None:
-            raise NotFound(f"{self.card.name} v{self.card.version} does not explain its "
-                           "predictions", code="explanations_not_available")
+            raise no_explanations(self.card)
         feeds = self.feeds(instances)
         out, features = self.session.run([self.card.graph_output, FEATURES_OUTPUT], feeds)
         values = self._scores(out)

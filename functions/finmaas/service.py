@@ -28,12 +28,10 @@ from .metering import (
 from .metering.base import utcnow
 from .registry import ModelRegistry
 from .rollout import ShadowStats
-from .runtime import LoadedModel
+from .serving import ServableModel
 from .telemetry import NullTelemetry, Telemetry
-from .text import TextModel
 
 log = logging.getLogger("finmaas.service")
-ServedModel = LoadedModel | TextModel
 # what a caller asks for; the usage kind of its record follows the model (rows or tokens)
 CALLS = ("prediction", "explanation")
 
@@ -156,7 +154,7 @@ class PredictionService:
         })
         return PredictResult(body=answer, replayed=replayed)
 
-    def _shadow(self, name: str, served: str, shadow: str, model: ServedModel,
+    def _shadow(self, name: str, served: str, shadow: str, model: ServableModel,
                 instances: list[Any], labels: Any, predictions: list[dict[str, Any]]
                 ) -> None:
         """Run the shadow version on a copy of the request, after the answer is settled
@@ -172,6 +170,6 @@ class PredictionService:
             self.telemetry.shadowed(name, shadow, len(instances), None, None)
             return
         rows = len(predictions)
-        self.shadows.add(name, served, shadow, rows=rows, abs_diff_sum=diff, flips=flips or 0)
+        self.shadows.add(name, served, shadow, rows=rows, abs_diff_sum=diff, flips=flips)
         self.telemetry.shadowed(name, shadow, rows, diff / rows,
                                 flips / rows if flips is not None else None)

@@ -1,9 +1,11 @@
 """A text model: a tokenizer and a transformer encoder whose graph pools and normalises,
 billed per token.
 
-- Validation names every problem (instance, code) before anything runs: a text that is
-  not a string, empty, longer than the card's characters or tokens (refused, or cut when
-  the card says ``overflow: truncate``), too many texts or tokens in one request.
+- Validation runs before anything is embedded, in three steps that each name every
+  problem they find (instance or label, field, code): the texts' shape (a string, not
+  empty, within the card's characters), the labels, then the tokens (within the card's
+  ``max_tokens``, refused or cut as ``overflow`` says; not only words the vocabulary lacks;
+  within the request's token budget).
 - Tokens are counted by the model's own tokenizer, special tokens included: what the
   encoder reads is what is billed. Label texts of a zero-shot request count once per
   request, whether or not their vectors were cached.
@@ -24,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from .cards import ModelCard
-from .errors import PayloadTooLarge, Unprocessable
+from .errors import PayloadTooLarge, ServiceUnavailable, Unprocessable
+from .serving import Problems, Served, no_explanations, output_problem
 
-MAX_DETAILS = 50
-# tokens per onnxruntime run: bounds the activations of one run whatever the request
-TOKENS_PER_RUN = 4096
+# tokens per onnxruntime run: bounds the activations of one run whatever the request, and
+# small runs keep them in cache (256 a run was 10-15% faster than 4,096 on one core, on
+# long and short texts alike)
+TOKENS_PER_RUN = 256
 LABEL_CACHE_SIZE = 4096
 GRAPH_INPUTS = {"input_ids": "tensor(int64)", "attention_mask": "tensor(int64)"}
 
@@ -53,7 +57,8 @@ class TextModel:
 
     explainer = None  # text models do not explain
 
-    def __init__(self, card: ModelCard, session: Any, tokenizer_json: bytes) -> None:
+    def __init__(self, card: ModelCard, session: Any, tokenizer_json: bytes, *,
+                 probe_longest: bool = True) -> None:
         from tokenizers import Tokenizer
 
         assert card.text is not None  # the card schema requires it of a text task
@@ -68,9 +73,8 @@ class TextModel:
         outputs = {o.name: o.shape for o in session.get_outputs()}
         shape = outputs.get(card.graph_output)
         dimension = card.outputs[0].dimension
-        if shape is None:
-            problems.append(f"serving.output {card.graph_output!r} is not a graph output "
-                            f"{sorted(outputs)}")
+        if (missing := output_problem(card, outputs)) is not None:
+            problems.append(missing)
         elif len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != dimension):
             problems.append(f"{card.graph_output!r} has shape {shape}; the card says "
                             f"[batch, {dimension}]")
@@ -88,21 +92,30 @@ class TextModel:
             tokenizer.no_truncation()
         self.tokenizer = tokenizer
         self.dimension = dimension
+        self._unknown = {tokenizer.token_to_id(t) for t in ("[UNK]", "<unk>")} - {None}
         self._labels: OrderedDict[str, np.ndarray] = OrderedDict()
         self._labels_lock = threading.Lock()
+        if probe_longest:
+            self._probe(self.spec.max_tokens)
+
+    def _probe(self, length: int) -> None:
+        """The graph must read the card's longest text (a BERT reads as many tokens as it
+        has position embeddings: a card promising more would fail on a caller's text)."""
+        ids = np.full((1, length), self.tokenizer.token_to_id("[PAD]") or 0, dtype=np.int64)
+        try:
+            self.session.run([self.card.graph_output], {"input_ids": ids,
+                                                        "attention_mask": np.ones_like(ids)})
+        except Exception as exc:
+            raise TextGraphMismatch(f"the graph cannot read max_tokens={length} tokens: "
+                                    f"{str(exc)[:200]}") from exc
 
     # -- the data plane ---------------------------------------------------------------
-    def serve(self, kind: str, instances: list[Any], labels: Any = None) -> Any:
-        from .runtime import Served
-
+    def serve(self, kind: str, instances: list[Any], labels: Any = None) -> Served:
         if kind != "prediction":
-            from .errors import NotFound
-
-            raise NotFound(f"{self.card.name} v{self.card.version} does not explain its "
-                           "predictions", code="explanations_not_available")
+            raise no_explanations(self.card)
         texts = self._texts(instances)
         wanted = None if labels is None else self._labels_of(labels)
-        encodings = self._encode([t for t in texts], "instance")
+        encodings = self._encode(texts, "instance")
         label_encodings = [] if wanted is None else self._encode(
             [lb.text for lb in wanted], "label")
         text_tokens = [len(e) for e in encodings]
@@ -111,7 +124,7 @@ class TextModel:
             raise PayloadTooLarge(
                 f"{units} tokens in this request (texts and label texts); at most "
                 f"{self.limits.max_request_tokens} per request: split it",
-                code="too_many_tokens")
+                code="request_too_many_tokens")
         vectors = self.embed_ids(encodings)
         if wanted is None:
             predictions = [{"embedding": v, "tokens": n}
@@ -134,7 +147,7 @@ class TextModel:
             raise PayloadTooLarge(f"at most {self.limits.max_texts} texts per request "
                                   f"(got {len(instances)})", code="too_many_instances")
         name, spec = self.spec.name, self.spec
-        problems: list[dict[str, Any]] = []
+        problems = Problems()
         texts = []
         for i, record in enumerate(instances):
             text = record.get(name) if type(record) is dict else None
@@ -155,12 +168,8 @@ class TextModel:
             else:
                 texts.append(text)
                 continue
-            if len(problems) < MAX_DETAILS:
-                problems.append({"instance": i, "field": name if code != "not_an_object"
-                                 else None, "code": code, "message": msg})
-        if problems:
-            raise Unprocessable(f"{len(problems)} invalid text(s); nothing was embedded or "
-                                "billed", details=problems)
+            problems.add(i, name if code != "not_an_object" else None, code, msg)
+        problems.raise_if_any("invalid text(s)")
         return texts
 
     def _labels_of(self, labels: Any) -> list[Label]:
@@ -169,8 +178,10 @@ class TextModel:
             raise Unprocessable(f'"labels" must be a list of 2 to {zs.max_labels} labels, '
                                 'each {"name": "...", "description": "..."}',
                                 code="invalid_labels")
-        problems: list[dict[str, Any]] = []
-        out, seen = [], set()
+        problems = Problems("label")
+        out: list[Label] = []
+        names: set[str] = set()
+        texts: dict[str, str] = {}
         for i, label in enumerate(labels):
             name = label.get("name") if type(label) is dict else None
             description = label.get("description") if type(label) is dict else None
@@ -180,8 +191,11 @@ class TextModel:
                 code, msg = "unknown_field", f"{extra[0]!r} is not a label field"
             elif type(name) is not str or not name.strip() or len(name) > 64:
                 code, msg = "invalid_name", "a label's name is a string of 1 to 64 characters"
-            elif name in seen:
+            elif name in names:
                 code, msg = "duplicate_label", f"label {name!r} is given twice"
+            elif (text := label_text(name, description)) in texts:
+                code, msg = "duplicate_label", (f"label {name!r} reads the same as "
+                                                f"{texts[text]!r}: give one a description")
             elif description is not None and (type(description) is not str
                                               or not description.strip()):
                 code, msg = "invalid_description", "a description is a non-empty string"
@@ -189,13 +203,12 @@ class TextModel:
                 code, msg = "text_too_long", (f"the description has {len(description)} "
                                               f"characters; at most {zs.max_label_chars}")
             else:
-                seen.add(name)
-                out.append(Label(name, label_text(name, description)))
+                names.add(name)
+                texts[text] = name
+                out.append(Label(name, text))
                 continue
-            problems.append({"instance": i, "field": "labels", "code": code, "message": msg})
-        if problems:
-            raise Unprocessable(f"{len(problems)} invalid label(s); nothing was embedded or "
-                                "billed", code="invalid_labels", details=problems[:MAX_DETAILS])
+            problems.add(i, f"labels[{i}]", code, msg)
+        problems.raise_if_any("invalid label(s)", code="invalid_labels")
         return out
 
     def _encode(self, texts: Sequence[str], what: str) -> list[list[int]]:
@@ -203,24 +216,21 @@ class TextModel:
         beyond the card's max_tokens is refused unless the card truncates."""
         encodings = self.tokenizer.encode_batch(list(texts))
         limit = self.spec.max_tokens
-        problems = []
+        problems = Problems(what)
         for i, enc in enumerate(encodings):
+            field = self.spec.name if what == "instance" else f"labels[{i}]"
             n = len(enc.ids)
             if n > limit:  # only when the card refuses: truncation keeps n <= limit
-                problems.append({"instance": i, "field": self.spec.name if what ==
-                                 "instance" else "labels", "code": "too_many_tokens",
-                                 "message": f"{n} tokens; at most {limit} (special tokens "
-                                            "included)"})
-            elif n <= 2 and len(enc.special_tokens_mask) == n:
-                problems.append({"instance": i, "field": self.spec.name if what ==
-                                 "instance" else "labels", "code": "empty_text",
-                                 "message": "no words the tokenizer reads (only control or "
-                                            "unknown characters)"})
-        if problems:
-            noun = "text(s)" if what == "instance" else "label text(s)"
-            raise Unprocessable(f"{len(problems)} {noun} too long or empty to the tokenizer; "
-                                "nothing was embedded or billed", details=problems[:MAX_DETAILS],
-                                **({} if what == "instance" else {"code": "invalid_labels"}))
+                problems.add(i, field, "too_many_tokens",
+                             f"{n} tokens; at most {limit} (special tokens included)")
+            elif n == sum(enc.special_tokens_mask) + sum(t in self._unknown for t in enc.ids):
+                problems.add(i, field, "empty_text",
+                             "no word the model's vocabulary knows (only emoji, control or "
+                             "unknown characters)")
+        if what == "instance":
+            problems.raise_if_any("text(s) the model cannot read")
+        else:
+            problems.raise_if_any("label text(s) the model cannot read", code="invalid_labels")
         return [enc.ids for enc in encodings]
 
     # -- running ----------------------------------------------------------------------
@@ -240,8 +250,13 @@ class TextModel:
         return out
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        vectors = self.session.run([self.card.graph_output],
-                                   {"input_ids": ids, "attention_mask": mask})[0]
+        try:
+            vectors = self.session.run([self.card.graph_output],
+                                       {"input_ids": ids, "attention_mask": mask})[0]
+        except Exception as exc:  # onnxruntime's own errors: the version, not the caller
+            raise ServiceUnavailable(
+                f"{self.card.name} v{self.card.version} failed to run; nothing was billed",
+                code="model_failed", retry_after=60) from exc
         if not np.isfinite(vectors).all():
             raise Unprocessable(f"{self.card.name} v{self.card.version} produced a vector that "
                                 "is not finite; nothing was billed",
@@ -283,9 +298,9 @@ class TextModel:
     @staticmethod
     def compare(mine: list[dict[str, Any]], theirs: list[dict[str, Any]]
                 ) -> tuple[float, int | None]:
-        """Sum over rows of (1 - cosine) between two versions' vectors, or of the absolute
-        difference in the served label's score; and, with labels, how many best labels
-        differ."""
+        """Sum over rows of (1 - cosine) between two versions' vectors (embeddings), or of
+        the absolute difference in the served label's probability (zero-shot); and, with
+        labels, how many rows changed their best label."""
         if "embedding" in mine[0]:
             diff = sum(1.0 - float(np.dot(a["embedding"], b["embedding"]))
                        for a, b in zip(mine, theirs, strict=True))

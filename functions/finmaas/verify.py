@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .cards import NAME_RE, CardError, ModelCard
 from .modelstore import ModelStore, ObjectNotFound
@@ -26,7 +27,7 @@ class VersionReport:
         return not self.problems
 
 
-def headline(metrics: dict) -> str:
+def headline(metrics: dict[str, Any]) -> str:
     """A card's headline metric, for tables: ROC AUC, R2, or a text model's int8/fp32
     parity."""
     if "roc_auc" in metrics:

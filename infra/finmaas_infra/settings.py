@@ -15,9 +15,9 @@ class StageSettings:
     architecture: str = "arm64"
     # One full vCPU (Lambda allots CPU in proportion to memory, one vCPU at 1,769 MB): the
     # text model's encoder is CPU-bound, so a smaller function is slower at the same cost
-    # per token. Memory itself needs far less: the process peaks at about 575 MB on the
-    # largest text request the card allows (`make bench-text`, T3); all four tabular
-    # models loaded and predicting, at about 105 MB.
+    # per token. Memory itself needs far less: about 300 MB with the text model loaded,
+    # also after the largest text request the card allows (`make bench-text`, T3); about
+    # 105 MB with the four tabular models loaded and predicting.
     memory_mb: int = 1769
     ephemeral_storage_mb: int = 1024
     timeout_seconds: int = 15

@@ -64,24 +64,29 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
 def fingerprint_source(doc: Any, raw: bytes, idempotency_key: str | None) -> bytes:
     """What a retry must repeat. With an Idempotency-Key, the request's meaning, not its
     bytes: a client library that re-serialises the body on retry (other key order or
-    spacing) is the same request (Powertools hashes ``json.dumps(sort_keys=True)`` too).
-    Without one, a replay is the same API Gateway event, so its bytes suffice."""
+    spacing, ``null`` for a field it left out) is the same request (Powertools hashes
+    ``json.dumps(sort_keys=True)`` too). The version is left out: the path or body's
+    version is hashed beside it, as the one the request names. Without a key, a replay is
+    the same API Gateway event, so its bytes suffice."""
     if idempotency_key is None:
         return raw
-    return orjson.dumps(_same_numbers(doc), option=orjson.OPT_SORT_KEYS)
+    if isinstance(doc, dict):
+        doc = {k: v for k, v in doc.items() if k != "version"}
+    return orjson.dumps(_same_meaning(doc), option=orjson.OPT_SORT_KEYS)
 
 
-def _same_numbers(value: Any) -> Any:
-    """60 and 60.0 are one JSON number: a client that re-serialises one as the other is
-    sending the same request."""
+def _same_meaning(value: Any) -> Any:
+    """60 and 60.0 are one JSON number, and a field set to null is a field left out (the
+    server reads both as absent): a client that re-serialises one as the other is sending
+    the same request."""
     if type(value) is float and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if type(value) is int and not -(2**63) <= value < 2**64:
         return f"{value}"  # beyond what orjson writes: its digits stand for it
     if type(value) is dict:
-        return {k: _same_numbers(v) for k, v in value.items()}
+        return {k: _same_meaning(v) for k, v in value.items() if v is not None}
     if type(value) is list:
-        return [_same_numbers(v) for v in value]
+        return [_same_meaning(v) for v in value]
     return value
 
 

@@ -129,6 +129,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     }),
     "ErrorDetail": _obj({
         "instance": {**COUNT, "description": "index of the instance in the batch"},
+        "label": {**COUNT, "description": "index of the zero-shot label (text models)"},
         "field": {**NULLABLE_STRING, "description": "the field (or body/query parameter)"},
         "code": {**STRING, "description": "e.g. missing, unknown_field, out_of_range"},
         "message": STRING,
@@ -148,10 +149,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ShadowAgreement": _obj({
         "shadow": VERSION, "served": VERSION, "requests": COUNT, "rows": COUNT,
         "failures": COUNT,
-        "mean_abs_diff": {"type": ["number", "null"]},
+        "mean_abs_diff": {"type": ["number", "null"],
+                          "description": "mean |difference| of the scores (embeddings: "
+                                         "mean 1 - cosine of the vectors)"},
         "flip_rate": {"type": ["number", "null"],
                       "description": "share of rows on the other side of the card's "
-                                     "decision threshold (classifiers)"},
+                                     "decision threshold (classifiers), or with another "
+                                     "best label (zero-shot); null where there is no "
+                                     "decision"},
     }),
     "CatalogueEntry": _obj({
         "name": MODEL_NAME,
@@ -198,10 +203,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     }),
     "ZeroShotLabel": _obj({
         "name": {"type": "string", "minLength": 1, "maxLength": 64},
-        "description": {"type": "string", "minLength": 1,
+        "description": {"type": ["string", "null"], "minLength": 1,
                         "description": "what is embedded for the label (better than the "
                                        "name alone); at most the card's "
-                                       "text.zero_shot.max_label_chars"},
+                                       "text.zero_shot.max_label_chars; null or absent: "
+                                       "the name, with _ and - read as spaces"},
     }, required=["name"], additionalProperties=False),
     "ExplainResponse": _obj({
         "model": MODEL_NAME,
@@ -341,7 +347,7 @@ ERROR_TEXT = {
     404: "unknown model or version (model_not_found, version_not_found)",
     409: "Idempotency-Key reused for another body (idempotency_key_reused)",
     413: "body too large, too many instances, or too many tokens for a text model "
-         "(body_too_large, too_many_instances, too_many_tokens)",
+         "(body_too_large, too_many_instances, request_too_many_tokens)",
     415: "not application/json (unsupported_media_type)",
     422: "a field fails the model card; details name instance and field (validation_error, "
          "invalid_body, invalid_labels, version_conflict, not_finite)",
@@ -461,10 +467,12 @@ def predict_request(cards: list[ModelCard], max_instances: int) -> dict[str, Any
                           "items": items,
                           "description": "records of the model's fields (its XxxInstance)"},
             "version": {**VERSION, "description": "a version or alias (default production)"},
-            "labels": {"type": "array", "minItems": 2, "maxItems": 256,
+            "labels": {"type": ["array", "null"], "minItems": 2,
+                       "maxItems": max((c.text.max_labels for c in cards if c.text), default=2),
                        "items": ref("ZeroShotLabel"),
                        "description": "text models: classify each text into these labels "
-                                      "(zero-shot) instead of returning its embedding"},
+                                      "(zero-shot) instead of returning its embedding; at "
+                                      "most the card's text.zero_shot.max_labels"},
         },
     }
 

@@ -42,11 +42,9 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             headline = (f"out-of-time R2 {metrics['r2']} (HAR baseline "
                         f"{metrics['baseline_har_linear']['r2']})")
         else:
-            intents = metrics["banking_intents"]
-            headline = (f"zero-shot intent accuracy "
-                        f"{intents['zero_shot_with_descriptions']['accuracy']} (TF-IDF "
-                        f"baseline {intents['baseline_tfidf_nearest_description']['accuracy']}"
-                        f"), int8 vs fp32 cosine {metrics['parity_int8_vs_fp32']['mean_cosine']}")
+            from ..verify import headline as text_headline
+
+            headline = text_headline(metrics)
         print(f"{m.name} v{m.version}: {headline}; ONNX parity {m.parity_max_abs_diff:.1e}")
     return 0
 
