@@ -15,8 +15,10 @@ from tests.conftest import EVENTS, LambdaContext, load_event
 
 MANIFEST = json.loads((EVENTS / "manifest.json").read_text())
 EVENT_FILES = sorted(p.name for p in EVENTS.glob("*.json") if p.name != "manifest.json")
+# The inference function's events (the rollups function's are in test_rollup_stream.py).
+INFERENCE_EVENTS = [name for name in EVENT_FILES if MANIFEST[name]["function"] == "inference"]
 # Events API Gateway's REST API would send; the others are malformed on purpose.
-REST_EVENTS = [name for name in EVENT_FILES if not MANIFEST[name].get("malformed_event")]
+REST_EVENTS = [name for name in INFERENCE_EVENTS if not MANIFEST[name].get("malformed_event")]
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def metered(handler) -> list:
     return handler.services.metering.daily_usage("demo", date(2000, 1, 1), date(2100, 1, 1))
 
 
-@pytest.mark.parametrize("name", EVENT_FILES)
+@pytest.mark.parametrize("name", INFERENCE_EVENTS)
 def test_event_replays_with_expected_status(handler, name):
     response = handler(load_event(name), LambdaContext())
     expected = MANIFEST[name]["expect_status"]
@@ -95,7 +97,7 @@ def emf_lines(capsys) -> list[dict]:
             if line.startswith('{"_aws"')]
 
 
-@pytest.mark.parametrize("name", EVENT_FILES)
+@pytest.mark.parametrize("name", INFERENCE_EVENTS)
 def test_an_invocation_raises_no_warning(handler, name):
     # Powertools' log_metrics warned "No application metrics to publish" on every
     # invocation that added no metric to the batch: reads, and every error.

@@ -170,8 +170,9 @@ def test_dashboard_alarms_and_log_retention(template):
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
     alarms = template.find_resources("AWS::CloudWatch::Alarm")
     descriptions = " ".join(a["Properties"]["AlarmDescription"] for a in alarms.values())
-    assert len(alarms) == 3
+    assert len(alarms) == 4
     assert "5xx" in descriptions and "p99" in descriptions and "usage records" in descriptions
+    assert "rollups lag" in descriptions
     body = json.dumps(template.find_resources("AWS::CloudWatch::Dashboard"))
     for metric in ("ColdStart", "RowsPredicted", "MeteringFailures", "Throttles", "Latency",
                    "5XXError", "4XXError"):
@@ -190,6 +191,35 @@ def test_the_dashboard_shows_requests_latency_and_errors_per_model_version(templ
                            ("RowsPredicted", "model,service,version")):
         assert f"SEARCH('{{FinMaaS,{schema}}} MetricName=\"{metric}\"'" in body, metric
     assert "per model version" in body
+
+
+def test_rollups_follow_the_usage_tables_stream_off_the_hot_path(template):
+    # the usage table streams new images to the rollups function
+    template.has_resource_properties("AWS::DynamoDB::Table", {
+        "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+        "StreamSpecification": {"StreamViewType": "NEW_IMAGE"}})
+    template.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "rollups/handler.handler", "Runtime": "python3.12",
+        "Architectures": ["arm64"]})
+    # a tumbling window (its events carry the shard id the checkpoint is keyed by),
+    # partial batch failures, one invocation per shard, unlimited retries, a DLQ
+    template.has_resource_properties("AWS::Lambda::EventSourceMapping", {
+        "StartingPosition": "TRIM_HORIZON", "BatchSize": 100, "TumblingWindowInSeconds": 60,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"], "ParallelizationFactor": 1,
+        "DestinationConfig": {"OnFailure": {"Destination": Match.any_value()}}})
+    (mapping,) = template.find_resources("AWS::Lambda::EventSourceMapping").values()
+    assert "MaximumRetryAttempts" not in mapping["Properties"]
+    # the inference function writes usage but only reads rollups
+    (fn,) = template.find_resources("AWS::Lambda::Function",
+                                    {"Properties": {"Handler": "inference/handler.handler"}})
+    role = template.find_resources("AWS::Lambda::Function")[fn]["Properties"]["Role"][
+        "Fn::GetAtt"][0]
+    (policy,) = [p for p in template.find_resources("AWS::IAM::Policy").values()
+                 if {"Ref": role} in p["Properties"]["Roles"]]
+    for st in policy["Properties"]["PolicyDocument"]["Statement"]:
+        if "Rollups" in json.dumps(st["Resource"]):
+            actions = json.dumps(st["Action"])
+            assert "PutItem" not in actions and "UpdateItem" not in actions, st
 
 
 def test_outputs_name_the_api_bucket_and_tables(template):

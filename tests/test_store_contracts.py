@@ -17,7 +17,7 @@ from finmaas.tenants.dynamodb import DynamoDBTenantStore
 from finmaas.tenants.sqlite import SQLiteTenantStore
 from moto import mock_aws
 
-from tests.aws import ROLLUPS, TENANTS, USAGE, create_tables
+from tests.aws import ROLLUPS, TENANTS, USAGE, StreamedMeteringStore, create_tables
 
 T0 = datetime(2026, 10, 30, 23, 59, 59, tzinfo=UTC)
 
@@ -31,7 +31,7 @@ def stores(request, tmp_path):
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client)
-        yield (DynamoDBMeteringStore(USAGE, ROLLUPS, client=client, shards=4),
+        yield (StreamedMeteringStore(USAGE, ROLLUPS, client=client, shards=4),
                DynamoDBTenantStore(TENANTS, client=client))
 
 
@@ -206,19 +206,37 @@ def test_ensure_tenant_creates_once_then_returns_the_tenant_as_it_is(tenants):
 
 
 # -- store-specific guarantees ---------------------------------------------------------
-def test_dynamodb_spreads_one_tenants_rollups_over_shards_and_sets_ttl():
+class CountingClient:
+    """A DynamoDB client that counts the calls made through it, by operation."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name):
+        def call(**kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return getattr(self.client, name)(**kwargs)
+        return call
+
+
+def test_dynamodb_hot_path_is_one_conditional_put_and_sets_ttl():
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client)
-        store = DynamoDBMeteringStore(USAGE, ROLLUPS, client=client, shards=8,
+        counting = CountingClient(client)
+        store = DynamoDBMeteringStore(USAGE, ROLLUPS, client=counting, shards=8,
                                       retention_days=30)
         for i in range(64):
             store.record(rec(i))
-        pks = {i["pk"]["S"] for i in client.scan(TableName=ROLLUPS)["Items"]}
-        assert len(pks) == 8 and all(p.startswith("acme#2026-10#") for p in pks)
+        assert store.record(rec(1, units=9)).units == 3  # a duplicate: the first record
+        # one write per call, and a duplicate answered by that same write: no read
+        assert counting.calls == {"put_item": 65}
+        assert client.scan(TableName=ROLLUPS)["Items"] == []  # rollups follow the stream
         item = client.get_item(TableName=USAGE, Key={"pk": {"S": rec(1).record_id}})["Item"]
         assert int(item["expires_at"]["N"]) == int((T0 + timedelta(days=30)).timestamp())
-        assert sum(r.units for r in store.month_usage("acme", "2026-10")) == 192
+        streamed = StreamedMeteringStore(USAGE, ROLLUPS, client=client, shards=8)
+        assert sum(r.units for r in streamed.month_usage("acme", "2026-10")) == 192
 
 
 def test_dynamodb_write_failure_is_metering_unavailable():
@@ -273,29 +291,26 @@ def test_sqlite_purges_expired_raw_records_but_keeps_rollups(tmp_path):
     assert sum(r.units for r in reopened.month_usage("acme", old.strftime("%Y-%m"))) == 3
 
 
-class ConflictingClient:
-    """A DynamoDB client whose transactions conflict ``conflicts`` times, then succeed."""
+class ThrottledClient:
+    """A DynamoDB client whose writes are throttled ``throttles`` times, then succeed."""
 
-    def __init__(self, conflicts: int) -> None:
-        self.conflicts = conflicts
+    def __init__(self, throttles: int) -> None:
+        self.throttles = throttles
         self.calls = 0
 
-    def transact_write_items(self, **_kwargs):
+    def put_item(self, **_kwargs):
         from botocore.exceptions import ClientError
 
         self.calls += 1
-        if self.calls <= self.conflicts:
-            raise ClientError({
-                "Error": {"Code": "TransactionCanceledException",
-                          "Message": "Transaction cancelled [None, TransactionConflict]"},
-                "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
-            }, "TransactWriteItems")
+        if self.calls <= self.throttles:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "slow down"}}, "PutItem")
         return {}
 
 
 @pytest.mark.parametrize(("conflicts", "recorded"), [(2, True), (5, False)])
-def test_dynamodb_retries_rollup_conflicts_then_gives_up(conflicts, recorded):
-    client = ConflictingClient(conflicts)
+def test_dynamodb_retries_a_throttled_write_then_gives_up(conflicts, recorded):
+    client = ThrottledClient(conflicts)
     store = DynamoDBMeteringStore(USAGE, ROLLUPS, client=client)
     if recorded:
         first = rec(1)

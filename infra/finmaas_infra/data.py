@@ -81,8 +81,10 @@ class MeteringTables(Construct):
             "deletion_protection": settings.is_prod,
         }
         pk = dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING)
+        # the stream feeds the rollups function (new images: a record is never changed)
         self.usage = dynamodb.Table(self, "Usage", partition_key=pk,
-                                    time_to_live_attribute="expires_at", **common)
+                                    time_to_live_attribute="expires_at",
+                                    stream=dynamodb.StreamViewType.NEW_IMAGE, **common)
         self.rollups = dynamodb.Table(
             self, "Rollups", partition_key=pk,
             sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),

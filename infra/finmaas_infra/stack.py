@@ -10,6 +10,7 @@ from constructs import Construct
 from .api import InferenceApi
 from .data import MODELS_PREFIX, MeteringTables, ModelBucket
 from .operations import Operations
+from .rollups import RollupsFunction
 from .settings import StageSettings
 
 CDK_PROVIDER_PREFIXES = ("Custom::CDKBucketDeployment", "Custom::S3AutoDeleteObjects")
@@ -29,12 +30,15 @@ class FinMaaSStack(cdk.Stack):
             "MAAS_TENANTS_TABLE": self.tables.tenants.table_name,
         })
         fn = self.inference.function
-        # Least privilege: read the models prefix; write and read back usage and rollups
-        # (duplicates, usage and invoice routes); only read tenants.
+        # Least privilege: read the models prefix; write and read back usage (one put per
+        # call, duplicates); read rollups (usage and invoice routes: the rollups function
+        # writes them) and tenants.
         self.models.bucket.grant_read(fn, f"{MODELS_PREFIX}/*")
         self.tables.usage.grant_read_write_data(fn)
-        self.tables.rollups.grant_read_write_data(fn)
+        self.tables.rollups.grant_read_data(fn)
         self.tables.tenants.grant_read_data(fn)
+        self.rollups = RollupsFunction(self, "Rollups", settings=settings,
+                                       usage=self.tables.usage, rollups=self.tables.rollups)
         self.operations = Operations(self, "Operations", settings=settings,
                                      api=self.inference.api, function=fn)
 
@@ -46,6 +50,7 @@ class FinMaaSStack(cdk.Stack):
             "RollupsTableName": self.tables.rollups.table_name,
             "TenantsTableName": self.tables.tenants.table_name,
             "FunctionName": fn.function_name,
+            "RollupsFunctionName": self.rollups.function.function_name,
             "DashboardName": self.operations.dashboard.dashboard_name,
         }
         for name, value in outputs.items():
@@ -73,6 +78,29 @@ class FinMaaSStack(cdk.Stack):
                 id="AwsSolutions-L1",
                 reason="Python 3.12 is the runtime this project is built and tested for"),
         ], apply_to_children=True)
+        NagSuppressions.add_resource_suppressions(self.rollups.function, [
+            NagPackSuppression(
+                id="AwsSolutions-IAM4",
+                reason="AWSLambdaBasicExecutionRole only lets the function write its own "
+                       "CloudWatch logs",
+                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                            "AWSLambdaBasicExecutionRole"]),
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="dynamodb:ListStreams has no resource-level permissions (the event "
+                       "source mapping's grant); every other action names the table or "
+                       "its stream",
+                applies_to=["Resource::*"]),
+            NagPackSuppression(
+                id="AwsSolutions-L1",
+                reason="Python 3.12 is the runtime this project is built and tested for"),
+        ], apply_to_children=True)
+        NagSuppressions.add_resource_suppressions(self.rollups.dead_letters, [
+            NagPackSuppression(
+                id="AwsSolutions-SQS3",
+                reason="this queue is the dead-letter destination of the rollups event "
+                       "source mapping; it needs none of its own"),
+        ])
         NagSuppressions.add_resource_suppressions(self.models.access_logs, [
             NagPackSuppression(id="AwsSolutions-S1",
                                reason="this is the access-log bucket; logging it to itself "

@@ -6,20 +6,19 @@ Two tables:
   unique per request, so writes spread over every partition whatever the tenant's rate.
   ``expires_at`` is the table's TTL attribute: raw records age out after the retention.
 - rollups (``pk`` = ``<tenant>#<YYYY-MM>#<shard>``, ``sk`` = ``<day>#<model>#<version>``
-  for predictions, ``...#<kind>`` for other kinds such as explanations): per-day
-  counters. The shard (a hash of the record id, ``rollup_shards`` of them) spreads one
-  tenant's counter updates over many partition keys, so 2,000 calls/s become ~63 updates/s
-  per key at 32 shards, far under a partition's 1,000 writes/s.
+  for predictions, ``...#<kind>`` for other kinds such as explanations and tokens):
+  per-day counters, read by usage and invoices. The shard (``rollup_shards`` of them)
+  spreads one tenant's counters over many partition keys.
 
-A record and its rollup increment are one ``TransactWriteItems``: the put is conditional on
-the record id being new, so a retried request can neither bill twice nor leave a
-rollup without its record. Transaction conflicts on a hot rollup item are retried with
-jittered backoff; if the write still fails the caller gets 503 and no prediction.
+The hot path is one write: a ``PutItem`` of the usage record (under 1 KB: 1 WRU),
+conditional on the record id being new, so a retried request never bills twice; a
+duplicate comes back in the same call (``ReturnValuesOnConditionCheckFailure``). If the
+write fails the caller gets 503 and no prediction. The rollups follow from the usage
+table's stream, off the hot path, exactly once: ``finmaas.metering.stream``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from typing import Any
 from .base import DailyUsage, MeteringStore, MeteringUnavailable, UsageRecord
 
 RETRIES = 4
+RETRIABLE = ("ProvisionedThroughputExceededException", "ThrottlingException",
+             "InternalServerError", "RequestLimitExceeded", "TransactionConflictException")
 
 
 def _s(v: str) -> dict[str, str]:
@@ -47,6 +48,27 @@ def rollup_sort_key(rec: UsageRecord) -> str:
     return base if rec.kind == "prediction" else f"{base}#{rec.kind}"
 
 
+def rollup_pk(rec: UsageRecord, shard: int) -> str:
+    return f"{rec.tenant}#{rec.month}#{shard:03d}"
+
+
+def rollup_increment(table: str, rec: UsageRecord, shard: int, requests: int, units: int,
+                     amount: Decimal) -> dict[str, Any]:
+    """The ``Update`` (for ``TransactWriteItems``) adding counts to the rollup of ``rec``'s
+    tenant, day, model, version and kind."""
+    return {"Update": {
+        "TableName": table,
+        "Key": {"pk": _s(rollup_pk(rec, shard)), "sk": _s(rollup_sort_key(rec))},
+        "UpdateExpression": "ADD requests :r, units :u, amount :a "
+                            "SET tenant = :t, #d = :d, model = :m, version = :v, #k = :k",
+        "ExpressionAttributeNames": {"#d": "day", "#k": "kind"},
+        "ExpressionAttributeValues": {
+            ":r": _n(requests), ":u": _n(units), ":a": _n(amount),
+            ":t": _s(rec.tenant), ":d": _s(rec.day), ":m": _s(rec.model),
+            ":v": _s(rec.version), ":k": _s(rec.kind)},
+    }}
+
+
 class DynamoDBMeteringStore(MeteringStore):
     def __init__(self, usage_table: str, rollups_table: str, *, client: Any = None,
                  shards: int = 32, retention_days: int = 400) -> None:
@@ -59,9 +81,6 @@ class DynamoDBMeteringStore(MeteringStore):
         self.rollups_table = rollups_table
         self.shards = shards
         self.retention = timedelta(days=retention_days)
-
-    def shard_of(self, record_id: str) -> int:
-        return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) % self.shards
 
     def _item(self, rec: UsageRecord) -> dict[str, Any]:
         item = {
@@ -78,45 +97,23 @@ class DynamoDBMeteringStore(MeteringStore):
         return item
 
     def record(self, rec: UsageRecord) -> UsageRecord:
+        """One conditional put. A duplicate record id returns the record stored first."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        shard = self.shard_of(rec.record_id)
-        items = [
-            {"Put": {"TableName": self.usage_table, "Item": self._item(rec),
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Update": {
-                "TableName": self.rollups_table,
-                "Key": {"pk": _s(f"{rec.tenant}#{rec.month}#{shard:03d}"),
-                        "sk": _s(rollup_sort_key(rec))},
-                "UpdateExpression": "ADD requests :one, units :u, amount :a "
-                                    "SET tenant = :t, #d = :d, model = :m, version = :v, "
-                                    "#k = :k",
-                "ExpressionAttributeNames": {"#d": "day", "#k": "kind"},
-                "ExpressionAttributeValues": {
-                    ":one": _n(1), ":u": _n(rec.units), ":a": _n(rec.amount),
-                    ":t": _s(rec.tenant), ":d": _s(rec.day), ":m": _s(rec.model),
-                    ":v": _s(rec.version), ":k": _s(rec.kind)},
-            }},
-        ]
         for attempt in range(RETRIES + 1):
             try:
-                self.client.transact_write_items(TransactItems=items)
+                self.client.put_item(TableName=self.usage_table, Item=self._item(rec),
+                                     ConditionExpression="attribute_not_exists(pk)",
+                                     ReturnValuesOnConditionCheckFailure="ALL_OLD")
                 return rec
             except ClientError as exc:
                 error = exc.response.get("Error", {})
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if error.get("Code") == "TransactionCanceledException" and (
-                    (reasons and reasons[0] == "ConditionalCheckFailed")
-                    or (not reasons and "ConditionalCheckFailed" in error.get("Message", ""))
-                ):
-                    existing = self.get(rec.record_id)
+                if error.get("Code") == "ConditionalCheckFailedException":
+                    old = exc.response.get("Item")
+                    existing = self.parse(old) if old else self.get(rec.record_id)
                     if existing is not None:
                         return existing
-                retriable = error.get("Code") in (
-                    "TransactionConflictException", "ProvisionedThroughputExceededException",
-                    "ThrottlingException", "InternalServerError",
-                ) or "TransactionConflict" in reasons or "ThrottlingError" in reasons
-                if not retriable or attempt == RETRIES:
+                if error.get("Code") not in RETRIABLE or attempt == RETRIES:
                     raise MeteringUnavailable(f"usage write failed: {error}") from exc
             except BotoCoreError as exc:
                 if attempt == RETRIES:
@@ -125,7 +122,8 @@ class DynamoDBMeteringStore(MeteringStore):
         raise MeteringUnavailable("usage write failed")  # pragma: no cover
 
     @staticmethod
-    def _parse(item: dict[str, Any]) -> UsageRecord:
+    def parse(item: dict[str, Any]) -> UsageRecord:
+        """A usage record from its DynamoDB item (a stream record's image too)."""
         v = {k: next(iter(x.values())) for k, x in item.items()}
         return UsageRecord(
             record_id=v["pk"], request_id=v["request_id"], tenant=v["tenant"],
@@ -146,7 +144,7 @@ class DynamoDBMeteringStore(MeteringStore):
                                         ConsistentRead=True).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise MeteringUnavailable(f"usage read failed: {exc}") from exc
-        return self._parse(item) if item else None
+        return self.parse(item) if item else None
 
     def _query_shard(self, pk: str, lo: str, hi: str) -> list[dict[str, Any]]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -202,7 +200,7 @@ class DynamoDBMeteringStore(MeteringStore):
         records: list[UsageRecord] = []
         while True:
             page = self.client.scan(**kwargs)
-            records += [self._parse(i) for i in page.get("Items", [])]
+            records += [self.parse(i) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
