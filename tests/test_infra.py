@@ -82,7 +82,7 @@ def test_function_runtime_architecture_and_environment(template):
         "Architectures": ["arm64"],
         "Handler": "inference/handler.handler",
         "MemorySize": 1769,
-        "EphemeralStorage": {"Size": 1024},
+        "EphemeralStorage": {"Size": 512},
         "Timeout": 15,
         "LoggingConfig": Match.object_like({"LogGroup": Match.any_value()}),
         "Environment": {"Variables": env},
@@ -94,9 +94,34 @@ def test_function_runtime_architecture_and_environment(template):
     assert "models" in json.dumps(variables["MAAS_MODEL_STORE"])
 
 
+def test_snapstart_on_published_versions_behind_the_alias_api_gateway_invokes(template):
+    template.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "inference/handler.handler",
+        "SnapStart": {"ApplyOn": "PublishedVersions"},
+        "EphemeralStorage": {"Size": 512}})
+    (alias_id, alias), = template.find_resources("AWS::Lambda::Alias").items()
+    assert alias["Properties"]["Name"] == "live"
+    assert "ProvisionedConcurrencyConfig" not in alias["Properties"]
+    version = alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+    assert template.find_resources("AWS::Lambda::Version")[version]
+    # every proxy integration calls the alias, not $LATEST
+    methods = template.find_resources("AWS::ApiGateway::Method")
+    uris = [json.dumps(m["Properties"]["Integration"]["Uri"]) for m in methods.values()
+            if m["Properties"].get("Integration", {}).get("Type") == "AWS_PROXY"]
+    assert uris and all(alias_id in uri for uri in uris)
+
+
+def test_snapstart_refuses_what_it_cannot_combine_with():
+    with pytest.raises(ValueError, match="provisioned concurrency"):
+        synth(provisioned_concurrency="2")
+    with pytest.raises(ValueError, match="512 MB"):
+        synth(ephemeral_storage_mb="1024")
+
+
 def test_context_parameters_size_the_function():
     _, t = synth(architecture="x86_64", memory_mb="3008", ephemeral_storage_mb="2048",
-                 timeout_seconds="20", reserved_concurrency="50", provisioned_concurrency="2")
+                 timeout_seconds="20", reserved_concurrency="50", provisioned_concurrency="2",
+                 snap_start="false")
     t.has_resource_properties("AWS::Lambda::Function", {
         "Architectures": ["x86_64"], "MemorySize": 3008, "EphemeralStorage": {"Size": 2048},
         "Timeout": 20, "ReservedConcurrentExecutions": 50})

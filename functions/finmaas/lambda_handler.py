@@ -186,6 +186,7 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     from aws_lambda_powertools import Logger, Metrics
     from mangum import Mangum
 
+    from . import snapstart
     from .api import build_services, create_app
     from .telemetry import PowertoolsTelemetry
 
@@ -194,7 +195,9 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     if services is None:
         services = build_services(settings or Settings.from_env(),
                                   telemetry=PowertoolsTelemetry(metrics))
-    asgi = Mangum(StagePrefix(create_app(services)), lifespan="off")
+    app = create_app(services)
+    asgi = Mangum(StagePrefix(app), lifespan="off")
+    snapstart.register(services, app)  # Lambda SnapStart's hooks, where the runtime has them
 
     telemetry = services.telemetry
     publish_metrics = MetricsPublisher(metrics)

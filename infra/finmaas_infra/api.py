@@ -118,6 +118,8 @@ class InferenceApi(Construct):
             ephemeral_storage_size=cdk.Size.mebibytes(settings.ephemeral_storage_mb),
             timeout=cdk.Duration.seconds(settings.timeout_seconds),
             reserved_concurrent_executions=settings.reserved_concurrency,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snap_start
+            else None,
             log_group=self.log_group,
             environment={
                 **environment,
@@ -133,10 +135,12 @@ class InferenceApi(Construct):
         # A fixed logical id, so `sam local invoke -t cdk.out/... InferenceFunction` works.
         self.function.node.default_child.override_logical_id(  # type: ignore[union-attr]
             SAM_FUNCTION_ID)
-        target: lambda_.IFunction = self.function
-        if settings.provisioned_concurrency:
-            target = self.function.add_alias(
-                "live", provisioned_concurrent_executions=settings.provisioned_concurrency)
+        # API Gateway invokes the alias of the published version: SnapStart snapshots
+        # published versions only, and a deploy moves the alias once the new one is ready.
+        self.alias = lambda_.Alias(
+            self, "Live", alias_name="live", version=self.function.current_version,
+            provisioned_concurrent_executions=settings.provisioned_concurrency or None)
+        target: lambda_.IFunction = self.alias
         self.target = target
 
         self.access_logs = logs.LogGroup(

@@ -19,7 +19,11 @@ class StageSettings:
     # also after the largest text request the card allows (`make bench-text`, T3); about
     # 105 MB with the four tabular models loaded and predicting.
     memory_mb: int = 1769
-    ephemeral_storage_mb: int = 1024
+    # Lambda SnapStart on published versions: a restored snapshot, with the models open,
+    # instead of an import and a model load on each cold start. It allows at most 512 MB
+    # of /tmp (the bundled models take ~25 MB of it) and no provisioned concurrency.
+    snap_start: bool = True
+    ephemeral_storage_mb: int = 512
     timeout_seconds: int = 15
     reserved_concurrency: int | None = None
     provisioned_concurrency: int = 0
@@ -74,5 +78,11 @@ class StageSettings:
             raise ValueError("ephemeral_storage_mb must be 512..10240")
         if not 1 <= self.timeout_seconds <= 29:
             raise ValueError("timeout_seconds must be 1..29 (API Gateway's limit)")
+        if self.snap_start and self.provisioned_concurrency:
+            raise ValueError("SnapStart and provisioned concurrency do not combine: set "
+                             "snap_start=false to keep environments provisioned")
+        if self.snap_start and self.ephemeral_storage_mb > 512:
+            raise ValueError("SnapStart allows at most 512 MB of ephemeral storage: set "
+                             "snap_start=false for more")
         if self.bundling not in ("pip", "skip"):
             raise ValueError("bundling must be 'pip' or 'skip'")

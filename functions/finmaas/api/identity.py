@@ -41,6 +41,10 @@ class TenantDirectory:
         self._cache[key_id] = (now, key, tenant)
         return key, tenant
 
+    def clear(self) -> None:
+        """Forget every key and tenant (a restored snapshot starts from the store)."""
+        self._cache.clear()
+
 
 def request_context(scope: dict[str, Any]) -> dict[str, Any]:
     event = scope.get("aws.event") or {}

@@ -1,0 +1,110 @@
+"""Lambda SnapStart's hooks, in-process: before the snapshot every production model is
+open and exercised (nothing billed); after a restore, random state, AWS clients and the
+tenant cache are the environment's own."""
+
+from __future__ import annotations
+
+import random
+import sys
+import types
+
+import boto3
+import pytest
+from finmaas import snapstart
+from moto import mock_aws
+
+from tests.conftest import ALL_MODELS, billed_units, make_tenant
+
+
+def test_before_the_snapshot_every_production_model_is_open_and_exercised(services):
+    from finmaas.api import create_app
+
+    make_tenant(services)
+    app = create_app(services)
+    warmed = snapstart.warm(services, app)
+    assert sorted(w.split(" v")[0] for w in warmed) == sorted(ALL_MODELS)
+    for name in ALL_MODELS:
+        model = services.registry.model(name, "1")
+        if model.explainer is not None:  # the TreeSHAP tables are in the snapshot too
+            assert model.explainer._engine is not None, name
+    assert app.openapi() is app.openapi()  # built once, before the snapshot
+    assert billed_units(services) == 0
+
+
+def test_a_version_that_fails_to_open_does_not_stop_the_others(services, monkeypatch):
+    real = services.registry.model
+
+    def model(name, version):
+        if name == "credit-risk":
+            raise RuntimeError("damaged")
+        return real(name, version)
+
+    monkeypatch.setattr(services.registry, "model", model)
+    warmed = snapstart.warm(services)
+    assert "credit-risk v1" not in warmed and len(warmed) == len(ALL_MODELS) - 1
+
+
+@pytest.fixture
+def aws_services(tmp_path, monkeypatch):
+    """Services as in AWS: models from S3, usage and tenants in DynamoDB (moto)."""
+    from finmaas.api import build_services
+    from finmaas.config import Settings
+
+    from tests.aws import ROLLUPS, TENANTS, USAGE, create_tables
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name="eu-west-1")
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        create_tables(dynamodb)
+        s3.create_bucket(Bucket="models",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        settings = Settings.from_env(env={
+            "MAAS_MODEL_STORE": "s3://models/models", "MAAS_USAGE_TABLE": USAGE,
+            "MAAS_ROLLUPS_TABLE": ROLLUPS, "MAAS_TENANTS_TABLE": TENANTS},
+            home=tmp_path / "home", cache_dir=tmp_path / "cache")
+        yield build_services(settings, dynamodb=dynamodb, s3=s3)
+
+
+def test_after_a_restore_clients_random_state_and_tenant_cache_are_its_own(aws_services):
+    services = aws_services
+    before = [h.client for h in snapstart.clients_of(services)]
+    assert len(before) == 3  # the model store, the usage store, the tenant store
+    services.tenants.create_tenant("acme", "standard")
+    services.directory.lookup("some-key")  # cached, as a request before the snapshot
+    snapshot = random.getstate()
+    draws = []
+    for _ in range(2):  # two environments restored from one snapshot
+        random.setstate(snapshot)
+        snapstart.renew(services)
+        draws.append(random.random())
+    assert draws[0] != draws[1]
+    after = [h.client for h in snapstart.clients_of(services)]
+    assert all(a is not b for a, b in zip(after, before, strict=True))
+    assert [c.meta.service_model.service_name for c in after] == ["s3", "dynamodb",
+                                                                  "dynamodb"]
+    assert all(c.meta.region_name == "eu-west-1" for c in after)
+    assert services.directory._cache == {}
+    # the renewed clients work
+    assert services.tenants.get_tenant("acme").plan == "standard"
+
+
+def test_the_handler_registers_both_hooks_with_the_lambda_runtime(services, monkeypatch):
+    from finmaas.lambda_handler import build_handler
+
+    hooks: dict[str, tuple] = {}
+    runtime = types.ModuleType("snapshot_restore_py")
+    runtime.register_before_snapshot = lambda fn, *a: hooks.setdefault("before", (fn, a))
+    runtime.register_after_restore = lambda fn, *a: hooks.setdefault("after", (fn, a))
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", runtime)
+    build_handler(services=services)
+    before, args = hooks["before"]
+    assert before is snapstart.warm and args[0] is services
+    assert sorted(w.split(" v")[0] for w in before(*args)) == sorted(ALL_MODELS)
+    after, args = hooks["after"]
+    assert after is snapstart.renew and args == (services,)
+
+
+def test_without_the_lambda_runtime_nothing_is_registered(services, monkeypatch):
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # import fails
+    assert snapstart.register(services) is False
