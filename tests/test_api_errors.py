@@ -186,6 +186,30 @@ def test_large_batches_validate_like_small_ones(client, api_key, services):
         (41, "home", "unknown_category"), (40, "age", "not_integer")]
 
 
+def test_large_batches_refuse_what_small_ones_refuse_whatever_the_record(client, api_key,
+                                                                      services):
+    """The whole-batch checks of the vectorised path (types, fields, records as columns)
+    fall back to naming each problem."""
+    good = example("credit-risk")
+    batch = [{**good, "age": 20 + i % 40} for i in range(40)]
+    batch[3] = {**batch[3], "income": True}  # a bool is not a number, in any company
+    batch[7] = ["not", "a", "record"]
+    batch[9] = {**batch[9], "incomee": 146}
+    batch[12] = {**batch[12], "price": "1292"}  # nor is a numeric string
+    err = assert_error(post(client, api_key, {"instances": batch}), 422, "validation_error")
+    found = {(d["instance"], d["field"], d["code"]) for d in err["details"]}
+    assert found >= {(3, "income", "wrong_type"), (7, None, "not_an_object"),
+                     (9, "incomee", "unknown_field"), (12, "price", "wrong_type")}
+    assert {d["instance"] for d in err["details"]} == {3, 7, 9, 12}
+    assert billed_units(services) == 0
+    # a record without an optional field takes the column-by-column path, same answers
+    optional = [{k: v for k, v in r.items() if k != "income"} for r in batch[:2]]
+    mixed = [*optional, *[{**good, "age": 30}] * 38]
+    together = post(client, api_key, {"instances": mixed}).json()["predictions"]
+    alone = post(client, api_key, {"instances": optional[:1]}).json()["predictions"]
+    assert together[0] == alone[0]
+
+
 @pytest.mark.parametrize("content", [b'{"instances":[{"\\ud800":1}]}',
                                      b'{"\\ud800":1,"instances":[{}]}',
                                      b'{"instances":[{"home":"\\udfff"}]}'])
