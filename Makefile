@@ -18,7 +18,7 @@ WEIGHTS_LOCK := requirements-weights.lock
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
 
-.PHONY: serve test lint bench bench-text models verify synth deploy lock clean
+.PHONY: serve test chromium console-screenshots lint bench bench-text models verify synth deploy lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -54,12 +54,25 @@ node_modules/.bin/cdk: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-test: $(VENV)/.dev-deps node_modules/.bin/cdk
+# The console's browser tests drive Debian's Chromium: installed here when missing (as root,
+# or through sudo), never downloaded by a test.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.dev-deps node_modules/.bin/cdk chromium
 	$(BIN)/ruff check functions infra model_store tests
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check functions infra model_store tests
+
+# The README's console screenshots, from the browser tests.
+console-screenshots: $(VENV)/.dev-deps node_modules/.bin/cdk chromium
+	MAAS_SCREENSHOTS_DIR=tests/console-screenshots $(BIN)/python -m pytest -q tests/test_console.py
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.bench.inference

@@ -136,7 +136,7 @@ def test_every_route_but_the_open_ones_requires_an_api_key(template):
     keyed = [m["Properties"] for m in methods.values()
              if m["Properties"]["HttpMethod"] != "OPTIONS"]
     open_methods = [m for m in keyed if not m.get("ApiKeyRequired")]
-    assert len(open_methods) == 3  # /health, /docs, /openapi.json
+    assert len(open_methods) == 5  # /health, /docs, /openapi.json, /console, /console/*
     assert all(m["HttpMethod"] == "GET" for m in open_methods)
     template.has_resource_properties("AWS::ApiGateway::Method", {
         "HttpMethod": "ANY", "ApiKeyRequired": True})
@@ -245,6 +245,25 @@ def test_rollups_follow_the_usage_tables_stream_off_the_hot_path(template):
         if "Rollups" in json.dumps(st["Resource"]):
             actions = json.dumps(st["Action"])
             assert "PutItem" not in actions and "UpdateItem" not in actions, st
+
+
+def test_the_console_is_open_like_the_docs_and_its_data_is_not(template):
+    resources = template.find_resources("AWS::ApiGateway::Resource")
+    parts = {rid: r["Properties"]["PathPart"] for rid, r in resources.items()}
+    console = next(rid for rid, part in parts.items() if part == "console")
+    proxy = next(rid for rid, r in resources.items() if r["Properties"]["PathPart"] ==
+                 "{proxy+}" and r["Properties"]["ParentId"] == {"Ref": console})
+    methods = template.find_resources("AWS::ApiGateway::Method")
+    for rid in (console, proxy):
+        (method,) = [m["Properties"] for m in methods.values()
+                     if m["Properties"]["ResourceId"] == {"Ref": rid}]
+        assert method["HttpMethod"] == "GET" and method["ApiKeyRequired"] is False
+    # the data the console shows comes from /v1, which needs the key
+    v1 = next(rid for rid, part in parts.items() if part == "v1")
+    v1_proxy = next(rid for rid, r in resources.items() if r["Properties"]["PathPart"] ==
+                    "{proxy+}" and r["Properties"]["ParentId"] == {"Ref": v1})
+    assert all(m["Properties"]["ApiKeyRequired"] for m in methods.values()
+               if m["Properties"]["ResourceId"] == {"Ref": v1_proxy})
 
 
 def test_outputs_name_the_api_bucket_and_tables(template):

@@ -31,6 +31,7 @@ STATUSES = {
     ("get", "/v1/models"): {"200", *KEYED},
     ("get", "/v1/models/{name}"): {"200", "404", *KEYED},
     ("get", "/v1/usage"): {"200", "422", *KEYED},
+    ("get", "/v1/account"): {"200", *KEYED},
     ("get", "/v1/invoices/{month}"): {"200", "404", "422", *KEYED},
     **{("post", p): {"200", "400", "404", "409", "413", "415", "422", *KEYED}
        for p in (*PREDICT, *EXPLAIN)},
@@ -171,6 +172,7 @@ def test_real_bodies_of_every_route_match_their_schemas_exactly(client, api_key,
         f"/v1/models/{TEXT_MODEL}/predict", headers=key,
         json={**text, "labels": [{"name": "lost_card"}, {"name": "balance",
                                                         "description": "asks for a balance"}]}))
+    conforms(doc, "get", "/v1/account", client.get("/v1/account", headers=key))
     usage = client.get("/v1/usage", headers=key)
     assert usage.json()["days"]
     conforms(doc, "get", "/v1/usage", usage)

@@ -30,7 +30,12 @@ from .tenants.base import hash_key
 
 Rejection = tuple[int, str, str, dict[str, str]]  # status, code, message, headers
 OPEN_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json",
-                        "/docs/oauth2-redirect"})
+                        "/docs/oauth2-redirect", "/console"})
+OPEN_PREFIXES = ("/console/",)  # the console's pages: open, as in AWS; their data is not
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 @dataclass
@@ -140,7 +145,7 @@ class LocalGateway:
         request_id = str(uuid.uuid4())
         context: dict[str, Any] = {"requestId": request_id, "stage": "local",
                                    "identity": {"sourceIp": (scope.get("client") or ("",))[0]}}
-        if scope["path"] not in OPEN_PATHS:
+        if not is_open(scope["path"]):
             async def reject(status: int, code: str, message: str,
                              headers: dict[str, str] | None = None) -> None:
                 await self._reject(send, status, code, message,

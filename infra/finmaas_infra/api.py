@@ -19,6 +19,7 @@ from .settings import StageSettings
 
 ARCH = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 OPEN_PATHS = ("health", "docs", "openapi.json")
+# the web console's pages and files: open like /docs; their data calls need the key
 SAM_FUNCTION_ID = "InferenceFunction"
 RETENTION = {1: "ONE_DAY", 3: "THREE_DAYS", 5: "FIVE_DAYS", 7: "ONE_WEEK", 14: "TWO_WEEKS",
              30: "ONE_MONTH", 60: "TWO_MONTHS", 90: "THREE_MONTHS", 180: "SIX_MONTHS",
@@ -173,6 +174,10 @@ class InferenceApi(Construct):
         for path in OPEN_PATHS:
             self.api.root.add_resource(path).add_method(
                 "GET", integration, api_key_required=False)
+        console = self.api.root.add_resource("console")
+        console.add_method("GET", integration, api_key_required=False)
+        console.add_proxy(default_integration=integration, any_method=False).add_method(
+            "GET", integration, api_key_required=False)
         for error in GATEWAY_ERRORS:
             self.api.add_gateway_response(
                 f"Gateway{error.type.response_type}", type=error.type,

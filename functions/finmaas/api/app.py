@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import __version__, billing
+from .. import __version__, billing, console
 from ..config import Settings
 from ..errors import ApiError, NotFound
 from ..metering import MeteringStore, open_metering_store
@@ -205,6 +205,23 @@ def billing_router() -> APIRouter:
 
         return json_response(await s.run(work))
 
+    @router.get("/account", summary="Your tenant, plan and this month's requests")
+    async def account(request: Request) -> Response:
+        s = _services(request)
+
+        def work() -> dict[str, Any]:
+            caller = resolve_caller(request.scope, s.directory)
+            plan = get_plan(caller.plan)
+            month = s.today().strftime("%Y-%m")
+            rows = _guarded(lambda: s.metering.month_usage(caller.tenant, month))
+            used = sum(r.requests for r in rows)
+            return {"tenant": caller.tenant, "plan": plan.as_dict(), "month": month,
+                    "requests_this_month": used,
+                    "quota_remaining": None if plan.quota_limit is None
+                    else max(plan.quota_limit - used, 0)}
+
+        return json_response(await s.run(work))
+
     @router.get("/invoices/{month}", summary="Your invoice for a month (YYYY-MM)")
     async def invoice(request: Request, month: str) -> Response:
         s = _services(request)
@@ -283,6 +300,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.include_router(health_router())
     app.include_router(models_router())
     app.include_router(billing_router())
+    app.router.routes.extend(console.routes())
     openapi.install(app, services.registry)
     app.add_middleware(RequestIdHeader)
     return app

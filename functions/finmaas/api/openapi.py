@@ -313,6 +313,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "requests": COUNT, "units": COUNT, "unit_price_usd": USD, "amount_usd": USD,
     }),
     "IncludedUnits": _obj({"allowance": COUNT, "used": COUNT, "credit_usd": USD}),
+    "Account": _obj({
+        "tenant": STRING,
+        "plan": ref("Plan"),
+        "month": {"type": "string", "pattern": MONTH_PATTERN},
+        "requests_this_month": {**COUNT, "description": "billed requests so far this month "
+                                                        "(UTC), from the rollups"},
+        "quota_remaining": {"type": ["integer", "null"], "minimum": 0,
+                            "description": "the monthly quota less those requests; null "
+                                           "without a quota"},
+    }),
+    "Plan": _obj({
+        "name": STRING, "description": STRING,
+        "rate_limit_rps": {"type": "number"}, "burst": COUNT,
+        "monthly_request_quota": {"type": ["integer", "null"], "minimum": 0},
+        "included_units": {**COUNT, "description": "predicted rows a month at no charge"},
+        "discount_percent": {"type": "string", "pattern": DECIMAL_PATTERN},
+    }),
     "Discount": _obj({"percent": {"type": "string", "pattern": DECIMAL_PATTERN},
                       "amount_usd": USD}),
 }
@@ -374,6 +391,7 @@ GET_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
         "params": {"start": {**DATE, "description": "first day (default: the 1st of this "
                                                     "month, UTC)"},
                    "end": {**DATE, "description": "last day, inclusive (default: today)"}}},
+    ("get", "/v1/account"): {"id": "get_account", "body": "Account", "errors": {}},
     ("get", "/v1/invoices/{month}"): {
         "id": "get_invoice", "body": "Invoice",
         "errors": {404: "the month has not started (invoice_not_found)",
