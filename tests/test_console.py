@@ -133,7 +133,8 @@ def test_predict_from_the_form_then_see_it_counted_in_usage_and_the_invoice(page
     assert points == [1]
     invoice = page.inner_text("#invoice-out")
     assert "credit-risk" in invoice and "explanation" in invoice and "0.0015" in invoice
-    assert "1 used of 1,000" in page.inner_text("main")  # the plan's quota
+    plan = page.inner_text("main")
+    assert "1,000 calls a month" in plan and "1 request (the quota counts" in plan
     shot(page, "usage")
     # and the key never left the headers: not in a URL, not in a cookie
     assert all(server.key not in r.url for r in page.requests)
@@ -150,7 +151,7 @@ def test_a_wrong_key_gets_a_clear_message(page, server):
     enter_key(page, "fmk_this_is_not_a_key")
     status = page.inner_text("#key-status")
     assert "This key was refused (invalid_api_key)" in status
-    assert "Type your API key" in page.inner_text("main")
+    assert "cannot be shown: This key was refused" in page.inner_text("main")
 
 
 def test_the_apis_error_is_shown_next_to_the_field_it_names(page, server):
@@ -177,6 +178,10 @@ def test_the_text_model_routes_a_message_into_typed_labels(page, server):
     page.wait_for_selector("#try-answer table")
     assert "card_lost" in page.inner_text("#try-answer")
     assert "tokens" in page.inner_text("#try-answer")
+    page.fill("#field-labels", "card_lost\ncard_lost")  # a label given twice
+    page.click("button[value=predict]")
+    page.wait_for_selector("#try-answer .message.error")
+    assert "given twice" in page.inner_text("[data-field='labels'] .field-error")
 
 
 def test_at_phone_width_the_pages_fit_and_keep_their_tables(browser, server, shots):
@@ -211,3 +216,8 @@ def test_the_charting_library_is_the_pinned_npm_package():
     assert hashlib.sha256(served.read_bytes()).hexdigest() == hashlib.sha256(
         (installed / "dist" / "chart.umd.min.js").read_bytes()).hexdigest()
     assert f"Chart.js v{pinned}" in served.read_text()[:200]
+
+
+def test_a_model_name_that_looks_like_a_placeholder_is_just_text(server):
+    r = httpx.get(f"{server.url}/console/models/%7Btitle%7D")
+    assert 'data-model="{title}"' in r.text

@@ -279,3 +279,27 @@ def test_an_adapter_failure_is_a_json_500_not_a_crash(handler, monkeypatch):
     assert response["statusCode"] == 500
     assert json.loads(response["body"])["error"]["code"] == "internal_error"
     assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
+
+
+def test_the_console_under_api_gateways_stage_prefix_resolves_its_pages_and_files(
+        handler):
+    """On API Gateway's default domain every URL carries the stage (/prod/console/...)
+    while the event's path does not: the page links and the files must still resolve."""
+    def get(path: str) -> dict:
+        event = load_event("health.json")
+        event = {**event, "path": path, "resource": "/console/{proxy+}",
+                 "requestContext": {**event["requestContext"], "path": f"/prod{path}",
+                                    "stage": "prod"}}
+        return handler(event, LambdaContext())
+
+    page = get("/console/models/credit-risk")
+    assert page["statusCode"] == 200
+    assert 'src="/prod/console/static/console.js"' in page["body"]
+    assert 'data-root="/prod"' in page["body"]
+    for name, kind in (("console.js", "javascript"), ("console.css", "css"),
+                       ("chart.umd.min.js", "javascript")):
+        served = get(f"/console/static/{name}")
+        assert served["statusCode"] == 200, (name, served["body"][:200])
+        assert kind in served["headers"]["content-type"]
+    assert get("/console/static/shell.html")["statusCode"] == 404  # only the named files
+    assert get("/console")["headers"]["location"] == "/prod/console/"

@@ -214,11 +214,10 @@ def billing_router() -> APIRouter:
             plan = get_plan(caller.plan)
             month = s.today().strftime("%Y-%m")
             rows = _guarded(lambda: s.metering.month_usage(caller.tenant, month))
-            used = sum(r.requests for r in rows)
+            # billed calls; the plan's quota counts every call the gateway admits (reads
+            # such as this one too), which only the gateway knows
             return {"tenant": caller.tenant, "plan": plan.as_dict(), "month": month,
-                    "requests_this_month": used,
-                    "quota_remaining": None if plan.quota_limit is None
-                    else max(plan.quota_limit - used, 0)}
+                    "billed_requests_this_month": sum(r.requests for r in rows)}
 
         return json_response(await s.run(work))
 

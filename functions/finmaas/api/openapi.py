@@ -317,11 +317,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "tenant": STRING,
         "plan": ref("Plan"),
         "month": {"type": "string", "pattern": MONTH_PATTERN},
-        "requests_this_month": {**COUNT, "description": "billed requests so far this month "
-                                                        "(UTC), from the rollups"},
-        "quota_remaining": {"type": ["integer", "null"], "minimum": 0,
-                            "description": "the monthly quota less those requests; null "
-                                           "without a quota"},
+        "billed_requests_this_month": {
+            **COUNT, "description": "billed requests so far this month (UTC), from the "
+                                    "rollups; the plan's quota counts every admitted call, "
+                                    "reads included, so it is used at least this much"},
     }),
     "Plan": _obj({
         "name": STRING, "description": STRING,

@@ -9,16 +9,24 @@ user could make with curl. Charts are drawn by Chart.js, pinned and served from 
 from __future__ import annotations
 
 import html
+import re
 from importlib.resources import files
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
+
+from ..errors import NotFound
 
 HERE = files(__name__)
 PAGES = {"models": "Models", "model": "Model", "usage": "Usage and bill"}
+# The console's files, by name: nothing else under static/ is ever read. Served by a plain
+# route (not a Mount) so they resolve the same under API Gateway's stage prefix.
+STATIC = {"console.js": "text/javascript; charset=utf-8",
+          "console.css": "text/css; charset=utf-8",
+          "chart.umd.min.js": "text/javascript; charset=utf-8"}
+PLACEHOLDER = re.compile(r"\{(root|page|model|title)\}")
 # The pages' own scripts and styles only; data only from this origin's API.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -33,11 +41,24 @@ _SHELL = (HERE / "shell.html").read_text(encoding="utf-8")
 
 def _page(request: Request, page: str, model: str = "") -> Response:
     root = request.scope.get("root_path", "").rstrip("/")
-    body = (_SHELL.replace("{root}", html.escape(root, quote=True))
-            .replace("{page}", page)
-            .replace("{model}", html.escape(model, quote=True))
-            .replace("{title}", html.escape(f"{PAGES[page]}{' · ' + model if model else ''}")))
+    values = {"root": root, "page": page, "model": model,
+              "title": f"{PAGES[page]}{' · ' + model if model else ''}"}
+    # one pass: a value that looks like a placeholder ("{title}") is never expanded
+    body = PLACEHOLDER.sub(lambda m: html.escape(values[m[1]], quote=True), _SHELL)
     return Response(body, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+
+_FILES: dict[str, bytes] = {}
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["file"]
+    if name not in STATIC:
+        raise NotFound(f"no console file {name!r}", code="route_not_found")
+    if name not in _FILES:
+        _FILES[name] = (HERE / "static" / name).read_bytes()
+    return Response(_FILES[name], media_type=STATIC[name], headers={
+        "Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"})
 
 
 async def models(request: Request) -> Response:
@@ -64,6 +85,6 @@ def routes() -> list[Any]:
         Route("/console/models/{name}", model, methods=["GET", "HEAD"],
               include_in_schema=False),
         Route("/console/usage", usage, methods=["GET", "HEAD"], include_in_schema=False),
-        Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")),
-              name="console-static"),
+        Route("/console/static/{file}", static, methods=["GET", "HEAD"],
+              include_in_schema=False),
     ]

@@ -75,7 +75,12 @@ function message(text, kind = "info") {
 }
 
 function describeError(err) {
+  if (err instanceof TypeError && /ISO-8859-1|header/i.test(err.message)) {
+    return "This key holds characters no API key has: check what was pasted.";
+  }
   if (!(err instanceof ApiError)) return `The API could not be reached: ${err.message}`;
+  if (!err.code) return `The API answered HTTP ${err.status} without details; ` +
+    "retry in a moment.";
   if (err.status === 401) return `This key was refused (${err.code}): ${err.message}. ` +
     "Check it, or ask your provider for a new one.";
   if (err.status === 403) return `This key's tenant is suspended (${err.code}): ${err.message}`;
@@ -126,7 +131,10 @@ const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("api-key");
 const keyStatus = document.getElementById("key-status");
 
+let keyProblem = null;  // why the key in this tab cannot be used right now
+
 async function checkKey() {
+  keyProblem = null;
   if (!key()) {
     keyStatus.className = "";
     keyStatus.textContent = "No key yet.";
@@ -138,8 +146,9 @@ async function checkKey() {
     keyStatus.textContent = `Key accepted: tenant ${account.tenant}, plan ${account.plan.name}.`;
     return account;
   } catch (err) {
+    keyProblem = describeError(err);
     keyStatus.className = "error";
-    keyStatus.textContent = describeError(err);
+    keyStatus.textContent = keyProblem;
     return null;
   }
 }
@@ -158,6 +167,8 @@ document.getElementById("forget-key").addEventListener("click", async () => {
 
 // -- pages ---------------------------------------------------------------------------
 function needKey(what) {
+  if (keyProblem) return message(`${what[0].toUpperCase()}${what.slice(1)} cannot be ` +
+                                 `shown: ${keyProblem}`, "error");
   return message(`Type your API key above to see ${what}. It stays in this tab only.`);
 }
 
@@ -293,7 +304,8 @@ function labelsOf(text) {
 function showFieldErrors(form, err) {
   for (const node of form.querySelectorAll(".field-error")) node.textContent = "";
   for (const d of err.details) {
-    const target = d.field && form.querySelector(`[data-field="${CSS.escape(d.field)}"]`);
+    const name = d.field && d.field.replace(/\[\d+\]$/, "");  // labels[2] -> labels
+    const target = name && form.querySelector(`[data-field="${CSS.escape(name)}"]`);
     const holder = target ? target.querySelector(".field-error") :
       form.querySelector(".form-errors");
     holder.textContent = (holder.textContent ? holder.textContent + " " : "") +
@@ -426,9 +438,11 @@ async function usagePage(account) {
   const quota = plan.monthly_request_quota;
   main.append(section(`Plan: ${plan.name}`, table(["", ""], [
     ["rate limit", `${plan.rate_limit_rps} requests/s, bursts of ${plan.burst}`],
-    ["monthly quota", quota ? `${fmt(account.requests_this_month)} used of ${fmt(quota)}, ` +
-      `${fmt(account.quota_remaining)} left` : `none (${fmt(account.requests_this_month)} ` +
-      "requests this month)"],
+    ["monthly quota", quota ? `${units(quota, "call")} a month` : "none"],
+    ["billed this month", units(account.billed_requests_this_month, "request") +
+      (quota ? " (the quota counts every call with your key, this console's reads too, " +
+               `so at most ${fmt(Math.max(quota - account.billed_requests_this_month, 0))} ` +
+               "are left)" : "")],
     ["included predictions", fmt(plan.included_units)],
     ["discount", `${plan.discount_percent}%`]])));
   const today = new Date();
@@ -514,7 +528,10 @@ async function drawPast(out, today) {
       const inv = await api(`/v1/invoices/${month(today, back)}`);
       rows.push([inv.month, inv.status, fmt(inv.lines.reduce((n, l) => n + l.requests, 0)),
                  inv.total_usd]);
-    } catch (err) { if (!(err instanceof ApiError)) throw err; }
+    } catch (err) {
+      rows.push([month(today, back), el("span", { class: "error-text",
+                                                  text: describeError(err) }), "–", "–"]);
+    }
   }
   out.replaceChildren(table(["month", "status", "requests", "total (USD)"], rows));
 }
