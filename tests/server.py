@@ -24,6 +24,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.log = b""
 
     def start(self) -> Server:
         env = {**os.environ, "MAAS_HOME": str(self.home)}
@@ -57,3 +58,11 @@ class Server:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        self.close()
+
+    def close(self) -> None:
+        """Keep what the server wrote to stderr (``log``) and release the pipe: left open,
+        it warns when the garbage collector finds it during a later test."""
+        if self.proc and self.proc.stderr and not self.proc.stderr.closed:
+            self.log = self.proc.stderr.read()
+            self.proc.stderr.close()

@@ -468,7 +468,7 @@ def test_serve_reports_and_skips_a_damaged_model_and_serves_the_rest(home, store
     assert (home.stat().st_mode & 0o777, (home / "demo-key.lock").stat().st_mode & 0o777) == (
         0o700, 0o600)
     # And the operator was told which models are not served, and why
-    err = server.proc.stderr.read().decode()
+    err = server.log.decode()
     assert "model credit-risk is not served: credit-risk/1/card.json" in err
     assert "model market-volatility is not served: market-volatility/aliases.json is " \
            "missing" in err

@@ -136,7 +136,8 @@ def test_every_route_but_the_open_ones_requires_an_api_key(template):
     keyed = [m["Properties"] for m in methods.values()
              if m["Properties"]["HttpMethod"] != "OPTIONS"]
     open_methods = [m for m in keyed if not m.get("ApiKeyRequired")]
-    assert len(open_methods) == 5  # /health, /docs, /openapi.json, /console, /console/*
+    # /health, /docs, /openapi.json, /console, /console/*, /v2, /v2/health/*
+    assert len(open_methods) == 7
     assert all(m["HttpMethod"] == "GET" for m in open_methods)
     template.has_resource_properties("AWS::ApiGateway::Method", {
         "HttpMethod": "ANY", "ApiKeyRequired": True})
@@ -264,6 +265,23 @@ def test_the_console_is_open_like_the_docs_and_its_data_is_not(template):
                     "{proxy+}" and r["Properties"]["ParentId"] == {"Ref": v1})
     assert all(m["Properties"]["ApiKeyRequired"] for m in methods.values()
                if m["Properties"]["ResourceId"] == {"Ref": v1_proxy})
+
+
+def test_v2_models_are_behind_the_same_keys_and_usage_plans_as_v1(template):
+    resources = template.find_resources("AWS::ApiGateway::Resource")
+
+    def child(parent: str | None, part: str) -> str:
+        return next(rid for rid, r in resources.items() if r["Properties"]["PathPart"] == part
+                    and (parent is None or r["Properties"]["ParentId"] == {"Ref": parent}))
+
+    models_proxy = child(child(child(None, "v2"), "models"), "{proxy+}")
+    methods = [m["Properties"] for m in template.find_resources(
+        "AWS::ApiGateway::Method").values()
+        if m["Properties"]["ResourceId"] == {"Ref": models_proxy}]
+    assert methods and all(m["ApiKeyRequired"] for m in methods)
+    assert {m["HttpMethod"] for m in methods} == {"ANY"}
+    # one stage, so the usage plans that meter /v1 meter /v2 too
+    template.resource_count_is("AWS::ApiGateway::Stage", 1)
 
 
 def test_outputs_name_the_api_bucket_and_tables(template):

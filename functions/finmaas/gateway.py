@@ -30,7 +30,8 @@ from .tenants.base import hash_key
 
 Rejection = tuple[int, str, str, dict[str, str]]  # status, code, message, headers
 OPEN_PATHS = frozenset({"/health", "/docs", "/redoc", "/openapi.json",
-                        "/docs/oauth2-redirect", "/console"})
+                        "/docs/oauth2-redirect", "/console",
+                        "/v2", "/v2/health/live", "/v2/health/ready"})
 OPEN_PREFIXES = ("/console/",)  # the console's pages: open, as in AWS; their data is not
 
 
@@ -75,8 +76,13 @@ class LocalGateway:
         self._lock = threading.Lock()
 
     async def _reject(self, send: Any, status: int, code: str, message: str,
-                      headers: dict[str, str] | None = None) -> None:
-        body = orjson.dumps(ApiError(message, code=code, status=status).body())
+                      headers: dict[str, str] | None = None, *, v2: bool = False) -> None:
+        error = ApiError(message, code=code, status=status)
+        if v2:  # the Open Inference Protocol's error body, FinMaaS's code in a header
+            body = orjson.dumps({"error": message})
+            headers = {**(headers or {}), "x-finmaas-error-code": code}
+        else:
+            body = orjson.dumps(error.body())
         raw = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -149,7 +155,8 @@ class LocalGateway:
             async def reject(status: int, code: str, message: str,
                              headers: dict[str, str] | None = None) -> None:
                 await self._reject(send, status, code, message,
-                                   {**(headers or {}), "x-request-id": request_id})
+                                   {**(headers or {}), "x-request-id": request_id},
+                                   v2=scope["path"].startswith("/v2/"))
 
             headers = dict(scope.get("headers") or [])
             key = headers.get(b"x-api-key", b"").decode("latin-1")

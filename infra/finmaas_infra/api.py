@@ -186,6 +186,16 @@ class InferenceApi(Construct):
         v1 = self.api.root.add_resource("v1")
         v1.add_proxy(default_integration=integration, any_method=True,
                      default_method_options=apigw.MethodOptions(api_key_required=True))
+        # Open Inference Protocol V2: server metadata and health open (as /health), the
+        # models' metadata and infer behind the same keys and usage plans as /v1
+        v2 = self.api.root.add_resource("v2")
+        v2.add_method("GET", integration, api_key_required=False)
+        v2.add_resource("health").add_proxy(
+            default_integration=integration, any_method=False).add_method(
+            "GET", integration, api_key_required=False)
+        v2.add_resource("models").add_proxy(
+            default_integration=integration, any_method=True,
+            default_method_options=apigw.MethodOptions(api_key_required=True))
 
         self.usage_plans: dict[str, apigw.UsagePlan] = {}
         for name, plan in load_plans().items():

@@ -32,7 +32,7 @@ from ..service import PredictionService
 from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
 from . import body as bodies
-from . import openapi
+from . import openapi, v2
 from .identity import RequestIdHeader, TenantDirectory, request_context, resolve_caller
 
 log = logging.getLogger("finmaas.api")
@@ -295,7 +295,7 @@ def create_app(services: Services | None = None) -> FastAPI:
                                        code="internal_error"))
 
     # The hot path first: Starlette tries routes in order.
-    app.router.routes[:0] = PREDICT_ROUTES
+    app.router.routes[:0] = PREDICT_ROUTES + v2.ROUTES
     app.include_router(health_router())
     app.include_router(models_router())
     app.include_router(billing_router())

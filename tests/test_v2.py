@@ -1,0 +1,217 @@
+"""Open Inference Protocol V2: Triton's own HTTP client, unchanged, against a running
+`maas serve`, with the API key as a header. Its answers equal /v1's on the same rows, each
+request is billed once, and a bad V2 body is a 4xx in V2's error shape, never billed."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import MODEL_NAMES, TEXT_MODEL, example
+from tests.server import Server
+
+pytestmark = pytest.mark.slow
+NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
+         "BYTES": object}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tests.test_console import new_key
+
+    home = tmp_path_factory.mktemp("v2-home")
+    server = Server(home).start()
+    server.key = new_key(home, "acme", "standard")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def triton(server):
+    import tritonclient.http as th
+
+    return th.InferenceServerClient(url=server.url.removeprefix("http://"))
+
+
+def headers(server, **extra) -> dict[str, str]:
+    return {"x-api-key": server.key, **extra}
+
+
+def billed(server) -> dict:
+    return httpx.get(f"{server.url}/v1/usage", headers=headers(server)).json()["totals"]
+
+
+def v1(server, model, instances, route="predict", **body) -> dict:
+    r = httpx.post(f"{server.url}/v1/models/{model}/{route}", headers=headers(server),
+                   json={"instances": instances, **body}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def tensors(triton, server, model, rows, binary):
+    """One InferInput per field of the model's metadata, as a client builds it."""
+    import tritonclient.http as th
+
+    meta = triton.get_model_metadata(model, headers=headers(server))
+    out = []
+    for spec in meta["inputs"]:
+        if spec["name"] not in rows[0]:
+            continue
+        values = np.array([r[spec["name"]] for r in rows], dtype=NUMPY[spec["datatype"]])
+        tensor = th.InferInput(spec["name"], [len(rows)], spec["datatype"])
+        tensor.set_data_from_numpy(values, binary_data=binary)
+        out.append(tensor)
+    return out
+
+
+def test_the_server_is_ready_and_describes_each_model_as_typed_tensors(triton, server):
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready("credit-risk", headers=headers(server))
+    meta = triton.get_model_metadata("credit-risk", headers=headers(server))
+    by_name = {i["name"]: i for i in meta["inputs"]}
+    assert by_name["home"]["datatype"] == "BYTES" and by_name["age"]["datatype"] == "FP32"
+    assert meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
+    assert {o["name"] for o in meta["outputs"]} == {"probability", "raw_score",
+                                                    "contributions", "base_value"}
+    text = triton.get_model_metadata(TEXT_MODEL, headers=headers(server))
+    assert text["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": [-1]}
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_triton_client_infers_what_v1_predicts_and_each_request_bills_once(
+        triton, server, model, binary):
+    import tritonclient.http as th
+
+    rows = [example(model), {**example(model)}]
+    before = billed(server)
+    key = "value" if model == "market-volatility" else "probability"
+    result = triton.infer(model, tensors(triton, server, model, rows, binary),
+                          outputs=[th.InferRequestedOutput(key, binary_data=binary)],
+                          headers=headers(server))
+    expected = [p[key] for p in v1(server, model, rows)["predictions"]]
+    assert result.as_numpy(key).tolist() == expected
+    params = result.get_response()["parameters"]
+    assert (params["usage_kind"], params["usage_units"]) == ("prediction", 2)
+    after = billed(server)
+    assert after["requests"] == before["requests"] + 2  # the V2 call and the /v1 one
+    assert after["units"]["row"] == before["units"].get("row", 0) + 4
+
+
+def test_explanations_are_a_parameter_and_come_back_as_tensors(triton, server):
+    rows = [example("credit-risk")]
+    result = triton.infer("credit-risk", tensors(triton, server, "credit-risk", rows, True),
+                          parameters={"explain": True}, headers=headers(server))
+    expected = v1(server, "credit-risk", rows, route="explain")["predictions"][0]
+    fields = result.get_output("contributions")["parameters"]["fields"].split(",")
+    got = dict(zip(fields, result.as_numpy("contributions")[0].tolist(), strict=True))
+    assert got == expected["contributions"]
+    assert result.as_numpy("raw_score").tolist() == [expected["raw_score"]]
+    assert result.get_response()["parameters"]["usage_kind"] == "explanation"
+
+
+def test_a_text_model_takes_bytes_and_routes_into_label_tensors(triton, server):
+    import tritonclient.http as th
+
+    texts = np.array(["I lost my debit card on the bus"], dtype=object)
+    text = th.InferInput("text", [1], "BYTES")
+    text.set_data_from_numpy(texts, binary_data=True)
+    result = triton.infer(TEXT_MODEL, [text], headers=headers(server))
+    expected = v1(server, TEXT_MODEL, [{"text": texts[0]}])["predictions"][0]
+    assert np.max(np.abs(result.as_numpy("embedding")[0] - expected["embedding"])) < 1e-6
+    labels = th.InferInput("labels", [2], "BYTES")
+    labels.set_data_from_numpy(np.array(["card_lost", "balance"], dtype=object))
+    descriptions = th.InferInput("label_descriptions", [2], "BYTES")
+    descriptions.set_data_from_numpy(np.array(["a lost or stolen card",
+                                               "asks for the balance"], dtype=object))
+    routed = triton.infer(TEXT_MODEL, [text, labels, descriptions], headers=headers(server))
+    assert routed.as_numpy("label").tolist() == [b"card_lost"]
+    assert routed.get_response()["parameters"]["usage_kind"] == "token"
+
+
+def test_an_idempotent_retry_is_answered_once_and_billed_once(triton, server):
+    rows = [example("loan-default")]
+    before = billed(server)
+    idem = headers(server, **{"Idempotency-Key": "v2-retry-1"})
+    first = triton.infer("loan-default", tensors(triton, server, "loan-default", rows, False),
+                         headers=idem)
+    again = triton.infer("loan-default", tensors(triton, server, "loan-default", rows, True),
+                         headers=idem)  # the same tensors, sent binary this time
+    assert again.get_response()["parameters"]["request_id"] == \
+        first.get_response()["parameters"]["request_id"]
+    assert billed(server)["requests"] == before["requests"] + 1
+
+
+def infer_raw(server, model, body: dict | bytes, **extra) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", content=content,
+                      headers=headers(server, **extra), timeout=30)
+
+
+def age(data, datatype="FP32", shape=None) -> dict:
+    return {"name": "age", "datatype": datatype, "shape": shape or [len(data)], "data": data}
+
+
+BAD = {
+    "shape and data disagree": ({"inputs": [age([30, 40], shape=[3])]}, 400,
+                                "shape_mismatch"),
+    "not a V2 datatype": ({"inputs": [age([30], datatype="FLOAT")]}, 400, "invalid_datatype"),
+    "strings in a number tensor": ({"inputs": [age(["thirty"])]}, 422, "invalid_datatype"),
+    "BYTES for a number field": ({"inputs": [age(["30"], datatype="BYTES")]}, 422,
+                                 "validation_error"),
+    "an unknown input": ({"inputs": [{"name": "agee", "datatype": "FP32", "shape": [1],
+                                      "data": [30]}]}, 422, "validation_error"),
+    "a matrix, not a column": ({"inputs": [age([30, 40], shape=[1, 2])]}, 400,
+                               "invalid_tensor"),
+    "rows that disagree": ({"inputs": [age([30]), {"name": "income", "datatype": "FP32",
+                                                   "shape": [2], "data": [1, 2]}]}, 400,
+                           "batch_mismatch"),
+    "the same input twice": ({"inputs": [age([30]), age([31])]}, 400, "invalid_tensor"),
+    "no inputs": ({"inputs": []}, 400, "invalid_body"),
+    "not JSON": (b"{inputs", 400, "malformed_json"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_v2_bodies_are_4xx_in_v2s_error_shape_and_never_billed(server, case):
+    body, status, code = BAD[case]
+    before = billed(server)
+    r = infer_raw(server, "credit-risk", body)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str)
+    assert r.headers["x-finmaas-error-code"] == code
+    assert billed(server) == before
+
+
+def test_binary_data_that_does_not_add_up_is_refused(server):
+    header = json.dumps({"inputs": [{"name": "age", "datatype": "FP32", "shape": [2],
+                                     "parameters": {"binary_data_size": 8}}]}).encode()
+    data = struct.pack("<2f", 30, 40)
+    before = billed(server)
+    # the header says it is longer than the whole body
+    r = infer_raw(server, "credit-risk", header + data,
+                  **{"Inference-Header-Content-Length": str(len(header) + 100)})
+    assert r.status_code == 400 and r.headers["x-finmaas-error-code"] == \
+        "invalid_header_length"
+    # the tensor says 8 bytes, the body has 4
+    r = infer_raw(server, "credit-risk", header + data[:4],
+                  **{"Inference-Header-Content-Length": str(len(header))})
+    assert r.status_code == 400
+    # bytes that belong to no tensor
+    r = infer_raw(server, "credit-risk", header + data + b"\0\0\0\0",
+                  **{"Inference-Header-Content-Length": str(len(header))})
+    assert r.status_code == 400
+    assert billed(server) == before
+
+
+def test_the_gateway_answers_v2_paths_in_v2s_shape(server):
+    r = httpx.post(f"{server.url}/v2/models/credit-risk/infer", json={"inputs": []})
+    assert r.status_code == 401 and set(r.json()) == {"error"}
+    assert r.headers["x-finmaas-error-code"] == "missing_api_key"
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # open
+    r = httpx.get(f"{server.url}/v2/models/no-such-model", headers=headers(server))
+    assert r.status_code == 404 and r.headers["x-finmaas-error-code"] == "model_not_found"
