@@ -215,3 +215,18 @@ def test_the_gateway_answers_v2_paths_in_v2s_shape(server):
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # open
     r = httpx.get(f"{server.url}/v2/models/no-such-model", headers=headers(server))
     assert r.status_code == 404 and r.headers["x-finmaas-error-code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(("blob", "why"), [
+    (struct.pack("<I", 9) + b"rent", "runs past"),
+    (struct.pack("<I", 4) + b"\xff\xfe\xfd\xfc", "not UTF-8"),
+    (b"\x01\x00", "ends inside"),
+])
+def test_malformed_binary_bytes_are_refused(server, blob, why):
+    header = json.dumps({"inputs": [{"name": "home", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(blob)}}]}).encode()
+    before = billed(server)
+    r = infer_raw(server, "credit-risk", header + blob,
+                  **{"Inference-Header-Content-Length": str(len(header))})
+    assert r.status_code == 400 and why in r.json()["error"]
+    assert billed(server) == before

@@ -105,8 +105,11 @@ async def read_request(request: Request, max_bytes: int) -> tuple[dict[str, Any]
 
 
 def _flatten(data: Any) -> list[Any]:
+    """Row-major values of a tensor's (possibly nested) data; a flat list as it is."""
     if not isinstance(data, list):
         return [data]
+    if not data or not isinstance(data[0], list):
+        return data  # a flat column: a nested value in it fails the card's type check
     out: list[Any] = []
     for item in data:
         out.extend(_flatten(item) if isinstance(item, list) else [item])
@@ -115,18 +118,21 @@ def _flatten(data: Any) -> list[Any]:
 
 def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[Any]:
     if datatype == "BYTES":
-        values, at = [], 0
-        while at < len(blob):
-            if at + 4 > len(blob):
+        # each element: a 4-byte little-endian length, then its bytes
+        pieces, at, end, length = [], 0, len(blob), struct.Struct("<I").unpack_from
+        append = pieces.append
+        while at < end:
+            if at + 4 > end:
                 raise _fail(f"{name}: BYTES data ends inside an element's length")
-            (n,) = struct.unpack_from("<I", blob, at)
-            if at + 4 + n > len(blob):
-                raise _fail(f"{name}: a BYTES element runs past its data")
-            try:
-                values.append(blob[at + 4:at + 4 + n].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise _fail(f"{name}: a BYTES element is not UTF-8 text") from None
-            at += 4 + n
+            start = at + 4
+            at = start + length(blob, at)[0]
+            append(blob[start:at])
+        if at > end:
+            raise _fail(f"{name}: a BYTES element runs past its data")
+        try:
+            values = [p.decode("utf-8") for p in pieces]
+        except UnicodeDecodeError:
+            raise _fail(f"{name}: a BYTES element is not UTF-8 text") from None
     elif datatype == "BOOL":
         values = np.frombuffer(blob, dtype=np.bool_).tolist()
     else:
