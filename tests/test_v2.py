@@ -146,6 +146,30 @@ def test_an_idempotent_retry_is_answered_once_and_billed_once(triton, server):
     assert billed(server)["requests"] == before["requests"] + 1
 
 
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+@pytest.mark.parametrize("model", ["credit-risk", "market-volatility"])
+def test_kserves_rest_client_infers_what_v1_predicts(server, model, encoding):
+    import subprocess
+
+    from tests.conftest import REPO
+
+    python = REPO / ".maas" / "kserve-client" / "bin" / "python"
+    assert python.exists(), "KServe's client venv is missing: `make test` builds it"
+    rows = [example(model)] * 3
+    before = billed(server)
+    done = subprocess.run([str(python), str(REPO / "tests" / "kserve_client.py"), server.url,
+                           server.key, model, json.dumps(rows), encoding],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    assert got["live"] and got["ready"] and got["model_ready"]
+    key = "value" if model == "market-volatility" else "probability"
+    assert got["outputs"][key] == [p[key] for p in v1(server, model, rows)["predictions"]]
+    assert (got["parameters"]["usage_kind"], got["parameters"]["usage_units"]) == (
+        "prediction", 3)
+    assert billed(server)["requests"] == before["requests"] + 2  # its call and /v1's
+
+
 def infer_raw(server, model, body: dict | bytes, **extra) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(f"{server.url}/v2/models/{model}/infer", content=content,
