@@ -14,6 +14,18 @@ from .rollups import RollupsFunction
 from .settings import StageSettings
 
 CDK_PROVIDER_PREFIXES = ("Custom::CDKBucketDeployment", "Custom::S3AutoDeleteObjects")
+# What every function of the stack is granted and runs on, accepted once
+FUNCTION_SUPPRESSIONS = [
+    NagPackSuppression(
+        id="AwsSolutions-IAM4",
+        reason="AWSLambdaBasicExecutionRole only lets the function write its own CloudWatch "
+               "logs",
+        applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AWSLambdaBasicExecutionRole"]),
+    NagPackSuppression(
+        id="AwsSolutions-L1",
+        reason="Python 3.12 is the runtime this project is built and tested for"),
+]
 
 
 class FinMaaSStack(cdk.Stack):
@@ -59,14 +71,8 @@ class FinMaaSStack(cdk.Stack):
 
     def _suppressions(self) -> None:
         """Each finding we accept, with why. Everything else cdk-nag reports fails tests."""
-        fn = self.inference.function
-        NagSuppressions.add_resource_suppressions(fn, [
-            NagPackSuppression(
-                id="AwsSolutions-IAM4",
-                reason="AWSLambdaBasicExecutionRole only lets the function write its own "
-                       "CloudWatch logs",
-                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                            "AWSLambdaBasicExecutionRole"]),
+        NagSuppressions.add_resource_suppressions(self.inference.function, [
+            *FUNCTION_SUPPRESSIONS,
             NagPackSuppression(
                 id="AwsSolutions-IAM5",
                 reason="grant_read on the models/ prefix: objects are addressed by key under "
@@ -74,26 +80,15 @@ class FinMaaSStack(cdk.Stack):
                 applies_to=["Action::s3:GetObject*", "Action::s3:GetBucket*",
                             "Action::s3:List*",
                             {"regex": "/^Resource::<ModelStoreModels.*\\.Arn>/models/\\*$/g"}]),
-            NagPackSuppression(
-                id="AwsSolutions-L1",
-                reason="Python 3.12 is the runtime this project is built and tested for"),
         ], apply_to_children=True)
         NagSuppressions.add_resource_suppressions(self.rollups.function, [
-            NagPackSuppression(
-                id="AwsSolutions-IAM4",
-                reason="AWSLambdaBasicExecutionRole only lets the function write its own "
-                       "CloudWatch logs",
-                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                            "AWSLambdaBasicExecutionRole"]),
+            *FUNCTION_SUPPRESSIONS,
             NagPackSuppression(
                 id="AwsSolutions-IAM5",
                 reason="dynamodb:ListStreams has no resource-level permissions (the event "
                        "source mapping's grant); every other action names the table or "
                        "its stream",
                 applies_to=["Resource::*"]),
-            NagPackSuppression(
-                id="AwsSolutions-L1",
-                reason="Python 3.12 is the runtime this project is built and tested for"),
         ], apply_to_children=True)
         NagSuppressions.add_resource_suppressions(self.rollups.dead_letters, [
             NagPackSuppression(

@@ -20,14 +20,9 @@ def _reject_constant(name: str) -> Any:
                         code="not_finite")
 
 
-async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
-    """The body as JSON and its bytes, read no further than ``max_bytes`` (a chunked
-    upload without a Content-Length is cut off at the limit, not buffered whole)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType(
-            f"send the body as application/json (got {ctype or 'no content type'})",
-            code="unsupported_media_type")
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body's bytes, read no further than ``max_bytes`` (a chunked upload without a
+    Content-Length is cut off at the limit, not buffered whole)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
@@ -39,7 +34,17 @@ async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
             raise PayloadTooLarge(f"body is larger than {max_bytes} bytes",
                                   code="body_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, max_bytes: int) -> tuple[Any, bytes]:
+    """The body as JSON and its bytes (``read_body``), sent as application/json."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise UnsupportedMediaType(
+            f"send the body as application/json (got {ctype or 'no content type'})",
+            code="unsupported_media_type")
+    raw = await read_body(request, max_bytes)
     try:
         return orjson.loads(raw), raw
     except orjson.JSONDecodeError:

@@ -75,17 +75,7 @@ def _fail(message: str, code: str = "invalid_tensor") -> BadRequest:
 # -- reading a request ----------------------------------------------------------------
 async def read_request(request: Request, max_bytes: int) -> tuple[dict[str, Any], bytes, bytes]:
     """The JSON header, the binary tensor data after it, and the raw body."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"body is larger than {max_bytes} bytes", code="body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"body is larger than {max_bytes} bytes",
-                                  code="body_too_large")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await bodies.read_body(request, max_bytes)
     length = request.headers.get(HEADER_LENGTH)
     if length is None:
         header, binary = raw, b""
@@ -395,26 +385,29 @@ def _model(request: Request) -> tuple[Any, str, str | None]:
     return s.registry.model_of_alias(name, ref, version), name, ref
 
 
-async def metadata(request: Request) -> Response:
+async def _about_model(request: Request, answer: Any) -> Response:
+    """``answer(model, name)`` for the caller's model version, or V2's error."""
     s = _services(request)
+
+    def work() -> dict[str, Any]:
+        model, name, _ = _model(request)
+        return answer(model, name)
+
     try:
-        def work() -> dict[str, Any]:
-            model, name, _ = _model(request)
-            return model_metadata(model, s.registry.versions(name))
         return Response(orjson.dumps(await s.run(work)), media_type="application/json")
     except ApiError as exc:
         return error_response(exc, _request_id(request))
+
+
+async def metadata(request: Request) -> Response:
+    registry = _services(request).registry
+    return await _about_model(request, lambda model, name: model_metadata(
+        model, registry.versions(name)))
 
 
 async def model_ready(request: Request) -> Response:
-    s = _services(request)
-    try:
-        def work() -> dict[str, Any]:
-            model, _, _ = _model(request)
-            return {"name": model.card.name, "version": model.card.version, "ready": True}
-        return Response(orjson.dumps(await s.run(work)), media_type="application/json")
-    except ApiError as exc:
-        return error_response(exc, _request_id(request))
+    return await _about_model(request, lambda model, _name: {
+        "name": model.card.name, "version": model.card.version, "ready": True})
 
 
 async def infer(request: Request) -> Response:
