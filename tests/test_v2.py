@@ -197,6 +197,20 @@ BAD = {
     "the same input twice": ({"inputs": [age([30]), age([31])]}, 400, "invalid_tensor"),
     "no inputs": ({"inputs": []}, 400, "invalid_body"),
     "not JSON": (b"{inputs", 400, "malformed_json"),
+    "no rows": ({"inputs": [age([], shape=[0])]}, 422, "invalid_body"),
+    "data deeper than the shape": ({"inputs": [age([[[30]]], shape=[1])]}, 400,
+                                   "shape_mismatch"),
+    "a bare scalar": ({"inputs": [{**age([30]), "data": 30}]}, 400, "shape_mismatch"),
+    # what a request asks back is checked before anything is billed
+    "an unknown output": ({"inputs": [age([30])], "outputs": [{"name": "nope"}]}, 400,
+                          "unknown_output"),
+    "an explanation output without explain": (
+        {"inputs": [age([30])], "outputs": [{"name": "raw_score"}]}, 400, "unknown_output"),
+    "binary_data_output not a flag": ({"inputs": [age([30])],
+                                       "parameters": {"binary_data_output": "false"}}, 400,
+                                      "invalid_body"),
+    "parameters not an object": ({"inputs": [age([30])], "parameters": [1]}, 400,
+                                 "invalid_body"),
 }
 
 
@@ -230,6 +244,42 @@ def test_binary_data_that_does_not_add_up_is_refused(server):
                   **{"Inference-Header-Content-Length": str(len(header))})
     assert r.status_code == 400
     assert billed(server) == before
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"1" * 5000, b"-5", b"1e3"])
+def test_a_header_length_that_is_not_a_number_is_a_400(server, length):
+    before = billed(server)
+    r = infer_raw(server, "credit-risk", b"{}", **{"Inference-Header-Content-Length": length})
+    assert r.status_code == 400 and r.headers["x-finmaas-error-code"] == \
+        "invalid_header_length"
+    assert billed(server) == before
+
+
+def test_a_retry_sent_as_binary_instead_of_json_is_the_same_request(server):
+    """FP32 data is FP32 whichever way it travels: 19.48 in JSON is the float32 that the
+    binary form carries, so a client switching encodings on retry is not refused."""
+    row = {**example("loan-default"), "int_rate": 19.48}
+    header = {"inputs": [{"name": "int_rate", "datatype": "FP32", "shape": [1],
+                          "parameters": {"binary_data_size": 4}}]}
+    others = [{"name": k, "datatype": "BYTES" if isinstance(v, str) else "FP32",
+               "shape": [1], "data": [v]} for k, v in row.items() if k != "int_rate"]
+    as_json = {"inputs": [*others, {"name": "int_rate", "datatype": "FP32", "shape": [1],
+                                    "data": [19.48]}]}
+    head = json.dumps({"inputs": [*others, *header["inputs"]]}).encode()
+    key = {"Idempotency-Key": "fp32-retry"}
+    first = infer_raw(server, "loan-default", as_json, **key)
+    again = infer_raw(server, "loan-default", head + struct.pack("<f", 19.48),
+                      **{**key, "Inference-Header-Content-Length": str(len(head))})
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_the_frameworks_own_errors_on_v2_paths_are_in_v2s_shape(server):
+    for method, path in (("GET", "/v2/models/credit-risk/infer"), ("POST", "/v2"),
+                         ("GET", "/v2/nothing-here")):
+        r = httpx.request(method, f"{server.url}{path}", headers=headers(server))
+        assert r.status_code in (404, 405) and set(r.json()) == {"error"}, (path, r.text)
+        assert r.headers["x-finmaas-error-code"] in ("route_not_found", "method_not_allowed")
 
 
 def test_the_gateway_answers_v2_paths_in_v2s_shape(server):

@@ -263,6 +263,8 @@ def create_app(services: Services | None = None) -> FastAPI:
         services.telemetry.error(exc.code, exc.status)
         # set here too: a 500 is answered outside the RequestIdHeader middleware
         request_id = request_context(request.scope).get("requestId")
+        if request.url.path.startswith("/v2/") or request.url.path == "/v2":
+            return v2.error_response(exc, request_id if isinstance(request_id, str) else None)
         headers = dict(exc.headers)
         if isinstance(request_id, str) and request_id:
             headers["x-request-id"] = request_id

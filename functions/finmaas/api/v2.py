@@ -56,11 +56,13 @@ def error_response(exc: ApiError, request_id: str | None = None) -> Response:
     if exc.details:
         parts = []
         for d in exc.details[:10]:
+            if d.get("message") == exc.message:
+                continue
             where = ".".join(str(d[k]) for k in ("instance", "label") if k in d)
             field = d.get("field")
             parts.append(f"{'[' + where + '] ' if where else ''}{field + ': ' if field else ''}"
                          f"{d.get('message') or d.get('code')}")
-        text += ": " + "; ".join(parts)
+        text += ": " + "; ".join(parts) if parts else ""
     headers = {**exc.headers, ERROR_CODE_HEADER: exc.code}
     if request_id:
         headers["x-request-id"] = request_id
@@ -80,7 +82,8 @@ async def read_request(request: Request, max_bytes: int) -> tuple[dict[str, Any]
     if length is None:
         header, binary = raw, b""
     else:
-        if not length.isdigit() or int(length) > len(raw):
+        if not (length.isascii() and length.isdigit() and len(length) <= 12
+                and int(length) <= len(raw)):
             raise _fail(f"{HEADER_LENGTH} {length!r} is not a length within the body's "
                         f"{len(raw)} bytes", "invalid_header_length")
         header, binary = raw[:int(length)], raw[int(length):]
@@ -104,6 +107,20 @@ def _flatten(data: Any) -> list[Any]:
     for item in data:
         out.extend(_flatten(item) if isinstance(item, list) else [item])
     return out
+
+
+def _column(data: Any, shape: list[int], name: str) -> list[Any]:
+    """An input's JSON data as a column: flat, or (shape [n, 1]) one value per row list."""
+    if not isinstance(data, list):
+        raise _fail(f"{name}: data must be a list of the shape's values", "shape_mismatch")
+    if len(shape) == 2 and data and isinstance(data[0], list):
+        if not all(isinstance(row, list) and len(row) == 1 for row in data):
+            raise _fail(f"{name}: data for shape {shape} is a list of one-value lists",
+                        "shape_mismatch")
+        data = [row[0] for row in data]
+    if any(isinstance(v, list | dict) for v in data):
+        raise _fail(f"{name}: data nests deeper than the shape {shape}", "shape_mismatch")
+    return data
 
 
 def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[Any]:
@@ -162,7 +179,9 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
                         f"({', '.join(sorted(DATATYPES))})", "invalid_datatype")
         count = shape[0]
         params = tensor.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if not isinstance(params, dict):
+            raise _fail(f"{name}: parameters must be an object", "invalid_body")
+        size = params.get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or at + size > len(binary):
                 raise _fail(f"{name}: binary_data_size {size!r} runs past the body's binary "
@@ -172,7 +191,7 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
         else:
             if "data" not in tensor:
                 raise _fail(f"{name}: no data (nor binary_data_size)")
-            values = _flatten(tensor["data"])
+            values = _column(tensor["data"], shape, name)
             if len(values) != count:
                 raise _fail(f"{name}: the shape holds {count} value(s), the data "
                             f"{len(values)}", "shape_mismatch")
@@ -182,6 +201,10 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
             if datatype in NUMERIC and any(type(v) is str for v in values):
                 raise Unprocessable(f"{name}: {datatype} data must be numbers",
                                     code="invalid_datatype")
+            if datatype in ("FP32", "FP16") and all(type(v) in (int, float) for v in values):
+                # the precision the tensor says: the same request as its binary form
+                with np.errstate(over="ignore"):
+                    values = np.asarray(values, dtype=NUMERIC[datatype]).tolist()
         if datatype == "BOOL":
             raise Unprocessable(f"{name}: BOOL is not a card field's type",
                                 code="invalid_datatype")
@@ -196,6 +219,9 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
                     "invalid_header_length")
     if batch is None:
         raise _fail("no input but labels: send the texts or fields to infer on")
+    if batch == 0:
+        raise Unprocessable("the tensors hold no rows: send at least one",
+                            code="invalid_body")
     return columns, batch
 
 
@@ -266,29 +292,63 @@ def _encode(tensor: dict[str, Any]) -> bytes:
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def infer_response(doc: dict[str, Any], answer: dict[str, Any], replayed: bool) -> Response:
-    tensors = output_tensors(answer)
+def _flag(params: dict[str, Any], name: str, where: str) -> bool:
+    value = params.get(name, False)
+    if not isinstance(value, bool):
+        raise _fail(f'{where}: "{name}" is true or false', "invalid_body")
+    return value
+
+
+def request_parameters(doc: dict[str, Any]) -> dict[str, Any]:
+    params = doc.get("parameters", {})
+    if not isinstance(params, dict):
+        raise _fail('"parameters" must be an object', "invalid_body")
+    return params
+
+
+def output_names(card: Any, explain: bool, labels: bool) -> set[str]:
+    """The outputs a request of this kind produces (checked before anything is billed)."""
+    if card.is_text:
+        return {"label", "score", "scores", "tokens"} if labels else {"embedding", "tokens"}
+    names = {"value" if card.task == "regression" else "probability"}
+    return names | {"raw_score", "contributions", "base_value"} if explain else names
+
+
+def requested_outputs(doc: dict[str, Any], known: set[str]) -> dict[str, bool] | None:
+    """Output name -> binary, for the outputs asked for (None: all of them, as JSON or as
+    ``binary_data_output`` says). Refuses what cannot be answered, before serving."""
+    all_binary = _flag(request_parameters(doc), "binary_data_output", "parameters")
     wanted = doc.get("outputs")
-    params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
-    all_binary = bool(params.get("binary_data_output"))
-    binary_of: dict[str, bool] = {}
-    if wanted is not None:
-        if not isinstance(wanted, list) or not all(isinstance(o, dict) and
-                                                   isinstance(o.get("name"), str)
-                                                   for o in wanted):
-            raise _fail('"outputs" must be a list of {"name": ...}', "invalid_body")
-        known = {t["name"] for t in tensors}
-        unknown = sorted({o["name"] for o in wanted} - known)
-        if unknown:
-            raise _fail(f"no output named {', '.join(unknown)}; outputs: "
-                        f"{', '.join(sorted(known))}", "unknown_output")
-        for o in wanted:
-            p = o.get("parameters") if isinstance(o.get("parameters"), dict) else {}
-            binary_of[o["name"]] = bool(p.get("binary_data", all_binary))
+    if wanted is None:
+        return {name: all_binary for name in known} if all_binary else None
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and
+                                               isinstance(o.get("name"), str)
+                                               for o in wanted):
+        raise _fail('"outputs" must be a list of {"name": ...}', "invalid_body")
+    unknown = sorted({o["name"] for o in wanted} - known)
+    if unknown:
+        raise _fail(f"no output named {', '.join(unknown)}; this request's outputs: "
+                    f"{', '.join(sorted(known))}", "unknown_output")
+    binary_of = {}
+    for o in wanted:
+        params = o.get("parameters", {})
+        if not isinstance(params, dict):
+            raise _fail(f"output {o['name']}: parameters must be an object", "invalid_body")
+        binary_of[o["name"]] = params.get("binary_data", all_binary)
+        if not isinstance(binary_of[o["name"]], bool):
+            raise _fail(f'output {o["name"]}: "binary_data" is true or false', "invalid_body")
+    return binary_of
+
+
+def infer_response(doc: dict[str, Any], answer: dict[str, Any], replayed: bool,
+                   binary_of: dict[str, bool] | None) -> Response:
+    tensors = output_tensors(answer)
+    if binary_of is not None:
         tensors = [t for t in tensors if t["name"] in binary_of]
+    binary_of = binary_of or {}
     blobs = []
     for t in tensors:
-        if binary_of.get(t["name"], all_binary):
+        if binary_of.get(t["name"], False):
             blob = _encode(t)
             del t["data"]
             t.setdefault("parameters", {})["binary_data_size"] = len(blob)
@@ -417,10 +477,7 @@ async def infer(request: Request) -> Response:
         caller = await s.run(resolve_caller, request.scope, s.directory)
         idem = bodies.idempotency_key(request)
         doc, binary, raw = await read_request(request, s.settings.max_body_bytes)
-        params = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
-        explain = params.get("explain", False)
-        if not isinstance(explain, bool):
-            raise _fail('the parameter "explain" is true or false', "invalid_body")
+        explain = _flag(request_parameters(doc), "explain", "parameters")
         columns, batch = decode_inputs(doc, binary)
         if batch > s.settings.max_instances:
             raise PayloadTooLarge(f"at most {s.settings.max_instances} rows per request "
@@ -428,11 +485,12 @@ async def infer(request: Request) -> Response:
         card = await s.run(lambda: s.registry.card_of_alias(
             name, ref, s.registry.resolve(name, ref)))
         instances, labels = request_instances(card, columns, batch)
+        binary_of = requested_outputs(doc, output_names(card, explain, labels is not None))
         meaning = {"instances": instances, "labels": labels}
         result = await s.run(s.predictions.serve, "explanation" if explain else "prediction",
                              caller, name, ref, instances,
                              bodies.fingerprint_source(meaning, raw, idem), idem, labels)
-        return infer_response(doc, result.body, result.replayed)
+        return infer_response(doc, result.body, result.replayed, binary_of)
     except ApiError as exc:
         s.telemetry.error(exc.code, exc.status)
         return error_response(exc, _request_id(request))
