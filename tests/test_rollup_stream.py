@@ -211,3 +211,33 @@ def test_the_rollups_function_handles_the_committed_event(client, monkeypatch):
     rows = DynamoDBMeteringStore(USAGE, ROLLUPS, client=client).month_usage("acme",
                                                                            "2026-11")
     assert [(r.kind, r.requests, r.units) for r in rows] == [("prediction", 2, 3)]
+
+
+class LostAnswer:
+    """The DynamoDB client, whose first rollup transaction is written but whose answer is
+    lost on the way back (a timeout after DynamoDB committed it)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.lost = client, False
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def transact_write_items(self, **kwargs):
+        from botocore.exceptions import ReadTimeoutError
+
+        answer = self.client.transact_write_items(**kwargs)
+        if not self.lost:
+            self.lost = True
+            raise ReadTimeoutError(endpoint_url="https://dynamodb")
+        return answer
+
+
+def test_a_chunk_written_but_unanswered_is_not_applied_again(client, monkeypatch):
+    import finmaas.metering.stream as stream_module
+
+    monkeypatch.setattr(stream_module.time, "sleep", lambda _s: None)
+    records = written(client, 60)
+    applier = RollupApplier(LostAnswer(client), ROLLUPS, shards=SHARDS)
+    assert applier.handle(stream_event("s", stream_records(client)))["batchItemFailures"] == []
+    assert rolled_up(client) == expected(records)

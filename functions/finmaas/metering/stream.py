@@ -34,6 +34,7 @@ from .dynamodb import RETRIABLE, DynamoDBMeteringStore, rollup_increment
 
 log = logging.getLogger("finmaas.rollups")
 MAX_ITEMS = 100  # TransactWriteItems' limit: the checkpoint and 99 rollup items
+REREADS = 5  # a checkpoint that keeps moving under us: hand the batch back to Lambda
 SEQUENCE_WIDTH = 48  # sequence numbers are decimal strings; padded, they sort as numbers
 RETRIES = 4
 
@@ -95,8 +96,10 @@ class RollupApplier:
 
     def apply(self, shard: str, records: list[StreamRecord]) -> StreamRecord | None:
         """Apply what the checkpoint does not cover; the first record not applied, or
-        None when all are."""
-        while True:
+        None when all are. A chunk whose write succeeded but whose answer was lost finds
+        the checkpoint already moved: re-reading it skips what that write applied."""
+        todo: list[StreamRecord] = []
+        for _ in range(REREADS):
             done = self.checkpoint(shard)
             todo = [r for r in records if done is None or r.sequence > done]
             try:
@@ -104,6 +107,7 @@ class RollupApplier:
             except CheckpointMoved:
                 log.warning("checkpoint moved under this invocation; re-reading",
                             extra={"shard": shard})
+        return todo[0] if todo else None
 
     def _apply_chunks(self, shard: str, done: int | None, todo: list[StreamRecord]
                       ) -> StreamRecord | None:
