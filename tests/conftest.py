@@ -98,6 +98,17 @@ def make_tenant(services, name: str = "acme", plan: str = "standard") -> str:
     return LocalKeyIssuer(services.tenants).create(name).secret
 
 
+def new_key(home: Path, tenant: str, plan: str) -> str:
+    """A tenant and its key in the SQLite store under ``home`` (a running server's)."""
+    from finmaas.config import Settings
+    from finmaas.keys import LocalKeyIssuer
+    from finmaas.tenants.sqlite import SQLiteTenantStore
+
+    store = SQLiteTenantStore(Settings.from_env(env={}, home=home).sqlite_path)
+    store.create_tenant(tenant, plan)
+    return LocalKeyIssuer(store).create(tenant).secret
+
+
 @pytest.fixture
 def api_key(services) -> str:
     return make_tenant(services)

@@ -16,23 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, new_key
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-
-
-def new_key(home: Path, tenant: str, plan: str) -> str:
-    from finmaas.config import Settings
-    from finmaas.keys import LocalKeyIssuer
-    from finmaas.tenants.sqlite import SQLiteTenantStore
-
-    store = SQLiteTenantStore(Settings.from_env(env={}, home=home).sqlite_path)
-    store.create_tenant(tenant, plan)
-    return LocalKeyIssuer(store).create(tenant).secret
 
 
 @pytest.fixture(scope="module")

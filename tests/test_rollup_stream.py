@@ -166,7 +166,7 @@ def test_removals_advance_the_checkpoint_and_count_nothing(client):
                             "SequenceNumber": str(int(stream[-1]["dynamodb"]["SequenceNumber"])
                                                   + 1)}}
     applier.handle(stream_event("s", [*stream, removal]))
-    assert applier.checkpoint("s") == int(removal["dynamodb"]["SequenceNumber"])
+    assert int(applier.checkpoint("s")) == int(removal["dynamodb"]["SequenceNumber"])
     assert rolled_up(client) == expected(records)
 
 
@@ -241,3 +241,35 @@ def test_a_chunk_written_but_unanswered_is_not_applied_again(client, monkeypatch
     applier = RollupApplier(LostAnswer(client), ROLLUPS, shards=SHARDS)
     assert applier.handle(stream_event("s", stream_records(client)))["batchItemFailures"] == []
     assert rolled_up(client) == expected(records)
+
+
+def test_records_from_before_the_stream_and_unreadable_images_count_nothing(client):
+    """An upgrade: the usage table's stream is on before the old code (which added each
+    record's rollup itself) is replaced; its records carry no mark and are not counted
+    again. An image that cannot be read is skipped, not a stalled shard."""
+    records = written(client, 20)
+    stream = stream_records(client)
+    old = {**stream[0], "dynamodb": {**stream[0]["dynamodb"], "NewImage": {
+        k: v for k, v in stream[0]["dynamodb"]["NewImage"].items() if k != "rollup"}}}
+    broken = {**stream[1], "dynamodb": {**stream[1]["dynamodb"], "NewImage": {
+        k: v for k, v in stream[1]["dynamodb"]["NewImage"].items() if k != "request_id"}}}
+    applier = RollupApplier(client, ROLLUPS, shards=SHARDS)
+    answer = applier.handle(stream_event("s", [old, broken, *stream[2:]]))
+    assert answer["batchItemFailures"] == []
+    assert rolled_up(client) == expected(records[2:])
+
+
+def test_a_checkpoint_that_keeps_moving_hands_the_batch_back(client, monkeypatch):
+    import finmaas.metering.stream as stream_module
+
+    written(client, 5)
+    stream = stream_records(client)
+    applier = RollupApplier(client, ROLLUPS, shards=SHARDS)
+
+    def moved(*_args):
+        raise stream_module.CheckpointMoved
+
+    monkeypatch.setattr(applier, "_apply_chunks", moved)
+    answer = applier.handle(stream_event("s", stream))
+    assert answer["batchItemFailures"] == [
+        {"itemIdentifier": stream[0]["dynamodb"]["SequenceNumber"]}]

@@ -16,18 +16,25 @@ from moto import mock_aws
 from tests.conftest import ALL_MODELS, billed_units, make_tenant
 
 
-def test_before_the_snapshot_every_production_model_is_open_and_exercised(services):
-    from finmaas.api import create_app
+def test_before_the_snapshot_every_production_model_is_open_and_exercised(services,
+                                                                         monkeypatch):
+    from finmaas.api import create_app, openapi
 
     make_tenant(services)
     app = create_app(services)
+    builds = []
+    real = openapi.build_document
+    monkeypatch.setattr(openapi, "build_document",
+                        lambda *a, **k: builds.append(1) or real(*a, **k))
     warmed = snapstart.warm(services, app)
+    assert builds == [1]  # the OpenAPI document is in the snapshot
     assert sorted(w.split(" v")[0] for w in warmed) == sorted(ALL_MODELS)
     for name in ALL_MODELS:
         model = services.registry.model(name, "1")
         if model.explainer is not None:  # the TreeSHAP tables are in the snapshot too
             assert model.explainer._engine is not None, name
-    assert app.openapi() is app.openapi()  # built once, before the snapshot
+    app.openapi()
+    assert builds == [1]  # and not again for the first request
     assert billed_units(services) == 0
 
 
@@ -87,6 +94,19 @@ def test_after_a_restore_clients_random_state_and_tenant_cache_are_its_own(aws_s
     assert services.directory._cache == {}
     # the renewed clients work
     assert services.tenants.get_tenant("acme").plan == "standard"
+
+
+def test_a_failing_store_does_not_fail_the_snapshot_and_a_restore_forgets_aliases(
+        services, monkeypatch):
+    def down():
+        raise RuntimeError("S3 is down")
+
+    monkeypatch.setattr(services.registry, "catalogue", down)
+    assert snapstart.warm(services) == []
+    services.registry.aliases("credit-risk")  # cached before the snapshot
+    assert services.registry._aliases
+    snapstart.renew(services)
+    assert not services.registry._aliases and services.registry._names is None
 
 
 def test_the_handler_registers_both_hooks_with_the_lambda_runtime(services, monkeypatch):

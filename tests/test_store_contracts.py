@@ -308,9 +308,9 @@ class ThrottledClient:
         return {}
 
 
-@pytest.mark.parametrize(("conflicts", "recorded"), [(2, True), (5, False)])
-def test_dynamodb_retries_a_throttled_write_then_gives_up(conflicts, recorded):
-    client = ThrottledClient(conflicts)
+@pytest.mark.parametrize(("throttles", "recorded"), [(2, True), (5, False)])
+def test_dynamodb_retries_a_throttled_write_then_gives_up(throttles, recorded):
+    client = ThrottledClient(throttles)
     store = DynamoDBMeteringStore(USAGE, ROLLUPS, client=client)
     if recorded:
         first = rec(1)

@@ -21,7 +21,7 @@ NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from tests.test_console import new_key
+    from tests.conftest import new_key
 
     home = tmp_path_factory.mktemp("v2-home")
     server = Server(home).start()

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+V2_ERROR_CODE_HEADER = "x-finmaas-error-code"
+
+
+def is_v2_path(path: str) -> bool:
+    """The Open Inference Protocol's paths: their errors are V2's ``{"error": "..."}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def v2_error_body(message: str) -> dict[str, str]:
+    return {"error": message}
+
 
 class ApiError(Exception):
     status = 400

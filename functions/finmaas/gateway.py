@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
-from .errors import ApiError
+from .errors import V2_ERROR_CODE_HEADER, ApiError, is_v2_path, v2_error_body
 from .plans import Plan, get_plan
 from .tenants import TenantStore
 from .tenants.base import hash_key
@@ -79,8 +79,8 @@ class LocalGateway:
                       headers: dict[str, str] | None = None, *, v2: bool = False) -> None:
         error = ApiError(message, code=code, status=status)
         if v2:  # the Open Inference Protocol's error body, FinMaaS's code in a header
-            body = orjson.dumps({"error": message})
-            headers = {**(headers or {}), "x-finmaas-error-code": code}
+            body = orjson.dumps(v2_error_body(message))
+            headers = {**(headers or {}), V2_ERROR_CODE_HEADER: code}
         else:
             body = orjson.dumps(error.body())
         raw = [(b"content-type", b"application/json"),
@@ -156,7 +156,7 @@ class LocalGateway:
                              headers: dict[str, str] | None = None) -> None:
                 await self._reject(send, status, code, message,
                                    {**(headers or {}), "x-request-id": request_id},
-                                   v2=scope["path"].startswith("/v2/"))
+                                   v2=is_v2_path(scope["path"]))
 
             headers = dict(scope.get("headers") or [])
             key = headers.get(b"x-api-key", b"").decode("latin-1")

@@ -244,6 +244,15 @@ class ModelRegistry:
             raise ServiceUnavailable("the model store is unavailable; retry shortly",
                                      code="model_store_unavailable", retry_after=2) from exc
 
+    def forget_moving_parts(self) -> None:
+        """Drop what expires by time (names, aliases, versions, refusals): a restored
+        SnapStart snapshot may be days old. Opened versions stay (their bytes do not
+        change under a version)."""
+        self._names = None
+        self._aliases.clear()
+        self._versions.clear()
+        self._refused.clear()
+
     # -- catalogue ---------------------------------------------------------------------
     def catalogue(self) -> list[dict[str, Any]]:
         entries = []

@@ -26,7 +26,16 @@ log = logging.getLogger("finmaas.snapstart")
 
 
 def warm(services: Any, app: Any = None) -> list[str]:
-    """Open and exercise every production version; the names warmed."""
+    """Open and exercise every production version; the names warmed. Never raises: a
+    snapshot without a warm model is slower, a failed snapshot is a failed deploy."""
+    try:
+        return _warm(services, app)
+    except Exception as exc:
+        log.warning("warming before the snapshot failed", extra={"error": str(exc)})
+        return []
+
+
+def _warm(services: Any, app: Any) -> list[str]:
     warmed = []
     for entry in services.registry.catalogue():
         name, version = entry["name"], entry["default_version"]
@@ -43,7 +52,11 @@ def warm(services: Any, app: Any = None) -> list[str]:
             continue
         warmed.append(f"{name} v{version}")
     if app is not None:
-        app.openapi()
+        try:
+            app.openapi()
+        except Exception as exc:
+            log.warning("OpenAPI document not built before the snapshot",
+                        extra={"error": str(exc)})
     return warmed
 
 
@@ -58,11 +71,16 @@ def renew(services: Any) -> None:
     import boto3
 
     random.seed()  # from os.urandom: restored copies must not draw the same numbers
+    services.directory.clear()
+    services.registry.forget_moving_parts()  # aliases may have moved since the snapshot
     for holder in clients_of(services):
         meta = holder.client.meta
-        holder.client = boto3.client(meta.service_model.service_name,
-                                     region_name=meta.region_name)
-    services.directory.clear()
+        try:
+            holder.client = boto3.client(meta.service_model.service_name,
+                                         region_name=meta.region_name)
+        except Exception as exc:  # keep the old client rather than fail every request
+            log.error("AWS client not renewed after the restore",
+                      extra={"service": meta.service_model.service_name, "error": str(exc)})
 
 
 def register(services: Any, app: Any = None) -> bool:

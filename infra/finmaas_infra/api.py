@@ -138,9 +138,8 @@ class InferenceApi(Construct):
             SAM_FUNCTION_ID)
         # API Gateway invokes the alias of the published version: SnapStart snapshots
         # published versions only, and a deploy moves the alias once the new one is ready.
-        self.alias = lambda_.Alias(
-            self, "Live", alias_name="live", version=self.function.current_version,
-            provisioned_concurrent_executions=settings.provisioned_concurrency or None)
+        self.alias = self.function.add_alias(
+            "live", provisioned_concurrent_executions=settings.provisioned_concurrency or None)
         target: lambda_.IFunction = self.alias
         self.target = target
 
@@ -153,7 +152,9 @@ class InferenceApi(Construct):
             rest_api_name=f"finmaas-{settings.stage}",
             description="FinMaaS: financial models, paid per prediction",
             api_key_source_type=apigw.ApiKeySourceType.HEADER,
-            binary_media_types=["application/octet-stream"],
+            # every body passes as bytes (base64 to the function, which Mangum decodes):
+            # clients of V2's binary tensors send neither a binary Content-Type nor Accept
+            binary_media_types=["*/*"],
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=cdk.RemovalPolicy.DESTROY,
             endpoint_types=[apigw.EndpointType.REGIONAL],

@@ -40,10 +40,10 @@ class RollupsFunction(Construct):
                 "POWERTOOLS_SERVICE_NAME": "finmaas-rollups",
             },
         )
-        # Where a batch goes if its records outlive the stream's 24 hours unapplied (the
-        # records stay in the usage table: reconcile from there). Retries are unlimited
-        # otherwise: a rollup is never skipped, the shard waits, the iterator-age alarm
-        # rings.
+        # Where a batch goes if its records outlive the stream's 24 hours unapplied: its
+        # usage records stay in the usage table, the rollups are rebuilt from them by
+        # hand, and an alarm says so. Until then retries are unlimited: the shard waits,
+        # the iterator-age alarm rings.
         self.dead_letters = sqs.Queue(
             self, "ExpiredBatches", encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True, retention_period=cdk.Duration.days(14))
@@ -63,6 +63,14 @@ class RollupsFunction(Construct):
             namespace="AWS/Lambda", metric_name="IteratorAge", statistic="Maximum",
             dimensions_map={"FunctionName": self.function.function_name},
             period=cdk.Duration.minutes(1))
+        self.alarm_expired = self.dead_letters.metric_approximate_number_of_messages_visible(
+            period=cdk.Duration.minutes(5)).create_alarm(
+            self, "RollupsExpired",
+            alarm_description="a stream batch outlived the stream's 24 hours unapplied: "
+                               "rebuild its rollups from the usage table's records",
+            threshold=0, evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
         self.alarm_lag = self.iterator_age.with_(period=cdk.Duration.minutes(5)).create_alarm(
             self, "RollupsLag",
             alarm_description="rollups lag the usage table's stream by over 5 minutes: "

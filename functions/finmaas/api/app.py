@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from .. import __version__, billing, console
 from ..config import Settings
-from ..errors import ApiError, NotFound
+from ..errors import ApiError, NotFound, is_v2_path
 from ..metering import MeteringStore, open_metering_store
 from ..modelstore import open_store
 from ..plans import get_plan
@@ -263,7 +263,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         services.telemetry.error(exc.code, exc.status)
         # set here too: a 500 is answered outside the RequestIdHeader middleware
         request_id = request_context(request.scope).get("requestId")
-        if request.url.path.startswith("/v2/") or request.url.path == "/v2":
+        if is_v2_path(request.url.path):
             return v2.error_response(exc, request_id if isinstance(request_id, str) else None)
         headers = dict(exc.headers)
         if isinstance(request_id, str) and request_id:

@@ -33,11 +33,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from ..errors import (
+    V2_ERROR_CODE_HEADER,
+    ApiError,
+    BadRequest,
+    PayloadTooLarge,
+    Unprocessable,
+    v2_error_body,
+)
+from ..metering import record_id_for
 from . import body as bodies
 from .identity import resolve_caller
 
-ERROR_CODE_HEADER = "x-finmaas-error-code"
+ERROR_CODE_HEADER = V2_ERROR_CODE_HEADER
 HEADER_LENGTH = "inference-header-content-length"
 GRAPH_DATATYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64",
                    "tensor(int64)": "INT64", "tensor(int32)": "INT32",
@@ -66,7 +74,7 @@ def error_response(exc: ApiError, request_id: str | None = None) -> Response:
     headers = {**exc.headers, ERROR_CODE_HEADER: exc.code}
     if request_id:
         headers["x-request-id"] = request_id
-    return Response(orjson.dumps({"error": text}), status_code=exc.status,
+    return Response(orjson.dumps(v2_error_body(text)), status_code=exc.status,
                     media_type="application/json", headers=headers)
 
 
@@ -225,8 +233,7 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
     return columns, batch
 
 
-def request_instances(card: Any, columns: dict[str, list[Any]], batch: int
-                      ) -> tuple[list[Any], Any]:
+def request_instances(columns: dict[str, list[Any]]) -> tuple[list[Any], Any]:
     """The records (and zero-shot labels) /v1 would receive for these tensors."""
     labels = None
     if "labels" in columns:
@@ -456,6 +463,7 @@ async def _about_model(request: Request, answer: Any) -> Response:
     try:
         return Response(orjson.dumps(await s.run(work)), media_type="application/json")
     except ApiError as exc:
+        s.telemetry.error(exc.code, exc.status)
         return error_response(exc, _request_id(request))
 
 
@@ -482,9 +490,11 @@ async def infer(request: Request) -> Response:
         if batch > s.settings.max_instances:
             raise PayloadTooLarge(f"at most {s.settings.max_instances} rows per request "
                                   f"(got {batch})", code="too_many_instances")
+        # the version serve() will pick (a canary assigns by the record id)
+        assign = record_id_for(caller.tenant, caller.request_id, idem)
         card = await s.run(lambda: s.registry.card_of_alias(
-            name, ref, s.registry.resolve(name, ref)))
-        instances, labels = request_instances(card, columns, batch)
+            name, ref, s.registry.resolve(name, ref, assign=assign)))
+        instances, labels = request_instances(columns)
         binary_of = requested_outputs(doc, output_names(card, explain, labels is not None))
         meaning = {"instances": instances, "labels": labels}
         result = await s.run(s.predictions.serve, "explanation" if explain else "prediction",

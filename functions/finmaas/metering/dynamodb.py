@@ -30,6 +30,7 @@ from typing import Any
 from .base import DailyUsage, MeteringStore, MeteringUnavailable, UsageRecord
 
 RETRIES = 4
+ROLLUP_MARK = "rollup"
 RETRIABLE = ("ProvisionedThroughputExceededException", "ThrottlingException",
              "InternalServerError", "RequestLimitExceeded", "TransactionConflictException")
 
@@ -91,6 +92,9 @@ class DynamoDBMeteringStore(MeteringStore):
             "month": _s(rec.month), "fingerprint": _s(rec.fingerprint),
             "expires_at": _n(int((rec.timestamp + self.retention).timestamp())),
             "kind": _s(rec.kind),
+            # rolled up from the stream; records written before (by the transaction that
+            # also added their rollup) lack it, so an upgrade never counts them twice
+            ROLLUP_MARK: _s("stream"),
         }
         if rec.idempotency_key is not None:
             item["idempotency_key"] = _s(rec.idempotency_key)

@@ -30,7 +30,14 @@ from decimal import Decimal
 from typing import Any
 
 from .base import UsageRecord
-from .dynamodb import RETRIABLE, DynamoDBMeteringStore, rollup_increment
+from .dynamodb import (
+    RETRIABLE,
+    ROLLUP_MARK,
+    DynamoDBMeteringStore,
+    rollup_increment,
+    rollup_pk,
+    rollup_sort_key,
+)
 
 log = logging.getLogger("finmaas.rollups")
 MAX_ITEMS = 100  # TransactWriteItems' limit: the checkpoint and 99 rollup items
@@ -40,8 +47,23 @@ RETRIES = 4
 
 
 class CheckpointMoved(Exception):
-    """Another invocation advanced this shard's checkpoint (never expected with one
-    invocation per shard; handled by re-reading it)."""
+    """The checkpoint is not where this invocation read it: most often our own earlier
+    attempt at the same chunk was written though its answer was lost. Re-read it."""
+
+
+@dataclass
+class Counts:
+    """What a chunk adds to one rollup item."""
+
+    first: UsageRecord  # names the item (tenant, day, model, version, kind)
+    requests: int = 0
+    units: int = 0
+    amount: Decimal = Decimal(0)
+
+    def add(self, usage: UsageRecord) -> None:
+        self.requests += 1
+        self.units += usage.units
+        self.amount += usage.amount
 
 
 @dataclass(frozen=True)
@@ -52,11 +74,21 @@ class StreamRecord:
 
 
 def parse_records(event: dict[str, Any]) -> list[StreamRecord]:
+    """The batch's records in order. Only a new usage record written to be rolled up from
+    the stream counts; an image that cannot be read is logged with its key and skipped
+    (it stays in the usage table), rather than stalling the shard for a day."""
     out = []
     for record in event.get("Records") or []:
         body = record["dynamodb"]
         image = body.get("NewImage") if record.get("eventName") == "INSERT" else None
-        usage = DynamoDBMeteringStore.parse(image) if image else None
+        usage = None
+        if image and ROLLUP_MARK in image:
+            try:
+                usage = DynamoDBMeteringStore.parse(image)
+            except (KeyError, ValueError, TypeError, StopIteration, ArithmeticError) as exc:
+                log.error("a usage record's image cannot be read; not rolled up",
+                          extra={"sequence": body.get("SequenceNumber"),
+                                 "pk": (image.get("pk") or {}).get("S"), "error": repr(exc)})
         out.append(StreamRecord(int(body["SequenceNumber"]), body["SequenceNumber"], usage))
     return sorted(out, key=lambda r: r.sequence)
 
@@ -77,10 +109,11 @@ class RollupApplier:
     def _checkpoint_key(self, stream_shard: str) -> dict[str, Any]:
         return {"pk": {"S": f"stream#{stream_shard}"}, "sk": {"S": "checkpoint"}}
 
-    def checkpoint(self, stream_shard: str) -> int | None:
+    def checkpoint(self, stream_shard: str) -> str | None:
+        """The stored sequence number of the last record applied, as stored."""
         item = self.client.get_item(TableName=self.table, ConsistentRead=True,
                                     Key=self._checkpoint_key(stream_shard)).get("Item")
-        return int(item["sequence"]["S"]) if item else None
+        return item["sequence"]["S"] if item else None
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         """The function's answer to one stream event: the tumbling window's (unused) state
@@ -100,62 +133,64 @@ class RollupApplier:
         the checkpoint already moved: re-reading it skips what that write applied."""
         todo: list[StreamRecord] = []
         for _ in range(REREADS):
-            done = self.checkpoint(shard)
+            stored = self.checkpoint(shard)
+            done = int(stored) if stored is not None else None
             todo = [r for r in records if done is None or r.sequence > done]
             try:
-                return self._apply_chunks(shard, done, todo)
+                return self._apply_chunks(shard, stored, todo)
             except CheckpointMoved:
-                log.warning("checkpoint moved under this invocation; re-reading",
-                            extra={"shard": shard})
+                log.info("checkpoint not where it was read; re-reading",
+                         extra={"shard": shard})
         return todo[0] if todo else None
 
-    def _apply_chunks(self, shard: str, done: int | None, todo: list[StreamRecord]
+    def _apply_chunks(self, shard: str, stored: str | None, todo: list[StreamRecord]
                       ) -> StreamRecord | None:
         start = 0
         while start < len(todo):
             end, totals = self._chunk(shard, todo, start)
-            if not self._write(shard, done, todo[end - 1].sequence, totals):
+            if not totals:  # nothing to count (removals): seen again, it counts nothing
+                start = end
+                continue
+            last = _padded(todo[end - 1].sequence)
+            if not self._write(shard, stored, last, totals):
                 return todo[start]
-            done, start = todo[end - 1].sequence, end
+            stored, start = last, end
         return None
 
     def _chunk(self, shard: str, todo: list[StreamRecord], start: int
-               ) -> tuple[int, dict[tuple[str, str], list[Any]]]:
+               ) -> tuple[int, dict[tuple[str, str], Counts]]:
         """The longest run of records from ``start`` whose rollups fit one transaction,
-        and their counts per rollup item."""
-        totals: dict[tuple[str, str], list[Any]] = {}
+        and their counts per rollup item (keyed as the rollups table keys them)."""
+        totals: dict[tuple[str, str], Counts] = {}
         rollup_shard = self.rollup_shard(shard)
         end = start
         while end < len(todo):
             usage = todo[end].usage
             if usage is not None:
-                key = (f"{usage.tenant}#{usage.month}",
-                       f"{usage.day}#{usage.model}#{usage.version}#{usage.kind}")
+                key = (rollup_pk(usage, rollup_shard), rollup_sort_key(usage))
                 if key not in totals and len(totals) == MAX_ITEMS - 1:
                     break
-                acc = totals.setdefault(key, [usage, 0, 0, Decimal(0), rollup_shard])
-                acc[1] += 1
-                acc[2] += usage.units
-                acc[3] += usage.amount
+                totals.setdefault(key, Counts(usage)).add(usage)
             end += 1
         return end, totals
 
-    def _write(self, shard: str, done: int | None, last: int,
-               totals: dict[tuple[str, str], list[Any]]) -> bool:
+    def _write(self, shard: str, stored: str | None, last: str,
+               totals: dict[tuple[str, str], Counts]) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
         move = {"Update": {
             "TableName": self.table, "Key": self._checkpoint_key(shard),
             "UpdateExpression": "SET #s = :new",
             "ExpressionAttributeNames": {"#s": "sequence"},
-            "ExpressionAttributeValues": {":new": {"S": _padded(last)}},
+            "ExpressionAttributeValues": {":new": {"S": last}},
             "ConditionExpression": "attribute_not_exists(#s)",
         }}
-        if done is not None:
+        if stored is not None:
             move["Update"]["ConditionExpression"] = "#s = :done"
-            move["Update"]["ExpressionAttributeValues"][":done"] = {"S": _padded(done)}
-        items = [move] + [rollup_increment(self.table, usage, rshard, requests, units, amount)
-                          for usage, requests, units, amount, rshard in totals.values()]
+            move["Update"]["ExpressionAttributeValues"][":done"] = {"S": stored}
+        rollup_shard = self.rollup_shard(shard)
+        items = [move] + [rollup_increment(self.table, c.first, rollup_shard, c.requests,
+                                           c.units, c.amount) for c in totals.values()]
         for attempt in range(RETRIES + 1):
             try:
                 self.client.transact_write_items(TransactItems=items)
