@@ -17,20 +17,10 @@ import httpx
 import pytest
 from finmaas.metering.sqlite import SQLiteMeteringStore
 
-from tests.conftest import MODEL_NAMES, example
+from tests.conftest import MODEL_NAMES, example, new_key
 from tests.server import Server
 
 pytestmark = pytest.mark.slow
-
-
-def new_key(home) -> str:
-    from finmaas.config import Settings
-    from finmaas.keys import LocalKeyIssuer
-    from finmaas.tenants.sqlite import SQLiteTenantStore
-
-    store = SQLiteTenantStore(Settings.from_env(env={}, home=home).sqlite_path)
-    store.create_tenant("loadtest", "enterprise")
-    return LocalKeyIssuer(store).create("loadtest").secret
 
 
 def client_loop(url, key, seed, n, successes, lock, stop=None):
@@ -64,7 +54,7 @@ def client_loop(url, key, seed, n, successes, lock, stop=None):
 
 def test_billed_units_equal_rows_of_distinct_successful_requests(tmp_path):
     home = tmp_path / "home"
-    key = new_key(home)
+    key = new_key(home, "loadtest", "enterprise")
     server = Server(home).start()
     successes: dict[str, int] = {}
     lock = threading.Lock()
@@ -91,7 +81,7 @@ def test_billed_units_equal_rows_of_distinct_successful_requests(tmp_path):
 
 def test_sigkill_under_load_loses_no_record_of_an_answered_request(tmp_path):
     home = tmp_path / "home"
-    key = new_key(home)
+    key = new_key(home, "loadtest", "enterprise")
     server = Server(home).start()
     successes: dict[str, int] = {}
     lock = threading.Lock()

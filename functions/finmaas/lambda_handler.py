@@ -109,8 +109,11 @@ def _unencodable(event: dict[str, Any]) -> list[str]:
                     for k, v in (event.get(field) or {}).items()]
     bad = []
     for field, value in strings:
+        text = "" if value is None else str(value)
+        if text.isascii():  # the usual event (a base64 body is ASCII): no copy made
+            continue
         try:
-            str(value).encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
             bad.append(field)
     return bad
