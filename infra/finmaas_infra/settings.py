@@ -17,7 +17,7 @@ class StageSettings:
     # text model's encoder is CPU-bound, so a smaller function is slower at the same cost
     # per token. Memory itself needs far less: about 300 MB with the text model loaded,
     # also after the largest text request the card allows (`make bench-text`, T3); about
-    # 105 MB with the four tabular models loaded and predicting.
+    # 100 MB after a tabular model's largest request (T3 reports both).
     memory_mb: int = 1769
     # Lambda SnapStart on published versions: a restored snapshot, with the models open,
     # instead of an import and a model load on each cold start. It allows at most 512 MB
