@@ -46,7 +46,7 @@ def test_models_bucket_is_versioned_encrypted_private_and_logged(template):
 
 def test_every_bucket_denies_plain_http(template):
     policies = template.find_resources("AWS::S3::BucketPolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3  # models, their access logs, batch data
     for policy in policies.values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(s["Effect"] == "Deny" and s["Condition"] == {
@@ -60,7 +60,7 @@ def test_bundled_model_store_is_deployed_under_models_without_pruning(template):
 
 def test_tables_are_on_demand_with_pitr_encryption_and_ttl_on_usage(template):
     tables = template.find_resources("AWS::DynamoDB::Table")
-    assert len(tables) == 3
+    assert len(tables) == 4  # usage, rollups, tenants, batch jobs
     for table in tables.values():
         props = table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST"

@@ -1,10 +1,12 @@
 """Invoices from daily rollups and the tenant's plan. Pure functions: no store, no clock.
 
 Rules (also in the README):
-- one line per model, version and kind (predictions, explanations): units, unit price,
-  amount = units x unit price (exact);
-- the plan's included units are free predictions, applied in chronological order (day,
-  then model and version), i.e. the month's first N predicted rows cost nothing;
+- one line per model, version and kind (predictions, explanations, tokens, batch
+  predictions and batch explanations): units, unit price, amount = units x unit price
+  (exact);
+- the plan's included units are free predicted rows (by request or by batch job),
+  applied in chronological order (day, then model, version and kind), i.e. the month's
+  first N predicted rows cost nothing;
 - the plan's discount applies to what remains;
 - the total is rounded half-up to cents once, at the end; nothing else is rounded.
 """
@@ -24,6 +26,8 @@ CENT = Decimal("0.01")
 # Months from 1970 on: "0000-01" is no month, and nothing was billed before the epoch.
 MONTH_RE = re.compile(r"^(19[7-9]\d|[2-9]\d{3})-(0[1-9]|1[0-2])$")
 MAX_USAGE_DAYS = 366
+# what the plan's included units cover: predicted rows, by request or by batch job
+INCLUDED_KINDS = frozenset({"prediction", "batch_prediction"})
 
 
 def parse_month(month: str, today: date) -> str:
@@ -94,8 +98,8 @@ def build_invoice(tenant: str, plan: Plan, month: str, rows: list[DailyUsage],
         line["requests"] += r.requests
         line["units"] += r.units
         line["amount"] += r.amount
-        if r.kind != "prediction":
-            continue  # the plan's included units are predictions
+        if r.kind not in INCLUDED_KINDS:
+            continue  # the plan's included units are predicted rows
         free = min(remaining, r.units)
         remaining -= free
         included_used += free

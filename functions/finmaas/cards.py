@@ -141,7 +141,9 @@ class ModelCard:
 
     def price_of(self, kind: str) -> Decimal:
         """Price of one unit of a usage kind (a predicted row, an explained row, a token),
-        exact."""
+        exact. A batch job's rows cost what the same rows cost one request at a time
+        (``batch_prediction`` is priced as ``prediction``)."""
+        kind = kind.removeprefix("batch_")
         if kind not in self.prices:
             raise ValueError(f"{self.name} v{self.version} has no {kind} price")
         return self.prices[kind] / 1000

@@ -38,6 +38,13 @@ ENV_MAX_INSTANCES = "MAAS_MAX_INSTANCES"
 ENV_MAX_BODY = "MAAS_MAX_BODY_BYTES"
 ENV_RETENTION_DAYS = "MAAS_USAGE_RETENTION_DAYS"
 ENV_ROLLUP_SHARDS = "MAAS_ROLLUP_SHARDS"
+ENV_JOBS_TABLE = "MAAS_JOBS_TABLE"
+ENV_BATCH_STATE_MACHINE = "MAAS_BATCH_STATE_MACHINE"
+ENV_BATCH_ROOTS = "MAAS_BATCH_ROOTS"
+ENV_BATCH_CHUNK_ROWS = "MAAS_BATCH_CHUNK_ROWS"
+# what the `maas batch submit/status/list` client talks to (the API and a tenant's key)
+ENV_API_URL = "MAAS_API_URL"
+ENV_API_KEY = "MAAS_API_KEY"
 
 
 def default_home(env: Mapping[str, str], checkout: Path | None = CHECKOUT) -> Path:
@@ -86,6 +93,11 @@ class Settings:
     max_body_bytes: int = 1_000_000
     usage_retention_days: int = 400
     rollup_shards: int = 32
+    jobs_table: str | None = None
+    batch_state_machine: str | None = None
+    # where tenants' batch jobs may read and write: <root><tenant>/ (comma-separated)
+    batch_roots: tuple[str, ...] = ()
+    batch_chunk_rows: int = 1000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -103,6 +115,8 @@ class Settings:
             (ENV_ROLLUPS_TABLE, "rollups_table"),
             (ENV_TENANTS_TABLE, "tenants_table"),
             (ENV_STAGE, "stage"),
+            (ENV_JOBS_TABLE, "jobs_table"),
+            (ENV_BATCH_STATE_MACHINE, "batch_state_machine"),
         ):
             if env.get(name):
                 values[key] = env[name]
@@ -115,6 +129,7 @@ class Settings:
             (ENV_MAX_BODY, "max_body_bytes", int),
             (ENV_RETENTION_DAYS, "usage_retention_days", int),
             (ENV_ROLLUP_SHARDS, "rollup_shards", int),
+            (ENV_BATCH_CHUNK_ROWS, "batch_chunk_rows", int),
         ):
             if env.get(name):
                 try:
@@ -123,6 +138,9 @@ class Settings:
                     raise ValueError(
                         f"{name}={env[name]!r} is not a valid {conv.__name__}"
                     ) from exc
+        if env.get(ENV_BATCH_ROOTS):
+            values["batch_roots"] = tuple(r.strip() for r in env[ENV_BATCH_ROOTS].split(",")
+                                          if r.strip())
         if ENV_CACHE_DIR in env:
             values["cache_dir"] = Path(env[ENV_CACHE_DIR])
         values.update(overrides)
@@ -139,6 +157,11 @@ class Settings:
             raise ValueError("MAAS_MAX_INSTANCES must be between 1 and 100000")
         if not 1 <= self.rollup_shards <= 1000:
             raise ValueError("MAAS_ROLLUP_SHARDS must be between 1 and 1000")
+        if not 1 <= self.batch_chunk_rows <= 10_000:
+            raise ValueError("MAAS_BATCH_CHUNK_ROWS must be between 1 and 10000")
+        for root in self.batch_roots:
+            if not root.startswith(("s3://", "file:///")):
+                raise ValueError(f"MAAS_BATCH_ROOTS: {root!r} is not an s3:// or file:/// URL")
         tables = [self.usage_table, self.rollups_table]
         if any(tables) and not all(tables):
             raise ValueError("set both MAAS_USAGE_TABLE and MAAS_ROLLUPS_TABLE, or neither")
@@ -146,6 +169,14 @@ class Settings:
     @property
     def uses_dynamodb(self) -> bool:
         return bool(self.usage_table and self.rollups_table)
+
+    @property
+    def allowed_batch_roots(self) -> tuple[str, ...]:
+        """``MAAS_BATCH_ROOTS``; locally, with none set, ``$MAAS_HOME/batch/``; in AWS
+        (a jobs table) none unless set: the stack sets its batch bucket."""
+        if self.batch_roots or self.jobs_table:
+            return self.batch_roots
+        return (f"file://{(self.home / 'batch').resolve()}/",)
 
     @property
     def sqlite_path(self) -> Path:

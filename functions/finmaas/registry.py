@@ -273,3 +273,16 @@ class ModelRegistry:
                 "pricing": {**card.pricing, "currency": "USD"},
             })
         return entries
+
+
+def open_registry(settings: Any, *, s3_client: Any = None,
+                  on_load: Callable[[str, str, float], None] | None = None) -> ModelRegistry:
+    """The registry over the configured model store (a directory, or ``s3://``), as every
+    entry point builds it: the API, the batch chunk function, the CLI."""
+    from .modelstore import open_store
+
+    store = open_store(settings.model_store, cache_dir=str(settings.cache_dir),
+                       s3_client=s3_client)
+    return ModelRegistry(store, alias_ttl=settings.alias_ttl_seconds,
+                         session_cache_size=settings.session_cache_size,
+                         ort_threads=settings.ort_threads, on_load=on_load)

@@ -7,6 +7,11 @@ back a result or an ``ApiError``. The order is what makes billing exact:
 2. write the usage record (exactly once per record id; failure -> 503, no prediction);
 3. if the record id existed, answer as the first request did (same request id, same
    usage) and bill nothing more; a reused Idempotency-Key with another body is a 409.
+
+A batch job's chunk (``score_chunk``) goes the same way with one difference: a row that
+fails validation fails alone (its error is its output line) and is not billed; the good
+rows are billed in one usage record whose id is the job's and the chunk's, so a retried
+or redriven chunk is billed once.
 """
 
 from __future__ import annotations
@@ -14,11 +19,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
-from .errors import ApiError, Conflict, ServiceUnavailable
+import orjson
+
+from .errors import ApiError, Conflict, ServiceUnavailable, Unprocessable
 from .metering import (
+    BATCH_KIND,
     MeteringStore,
     MeteringUnavailable,
     UsageRecord,
@@ -50,6 +59,35 @@ class Caller:
 class PredictResult:
     body: dict[str, Any]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One row of a batch job's input: its id, its fields, and the reason it could not
+    even be read (a malformed line), if any."""
+
+    row_id: Any
+    record: Any
+    problem: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A scored chunk: one output line per input row, in input order (a prediction, or
+    the row's own error), and what was billed for it."""
+
+    lines: list[dict[str, Any]]
+    good: int
+    failed: int
+    amount: Decimal
+    replayed: bool
+
+
+def chunk_record_id(tenant: str, job_id: str, chunk_id: str) -> str:
+    """Deterministic: every attempt at a chunk (a retry, a redrive, a resumed local run)
+    names the same usage record."""
+    digest = hashlib.sha256(f"{tenant}\n{job_id}\n{chunk_id}".encode()).hexdigest()
+    return f"batch:{digest}"
 
 
 def fingerprint(name: str, ref: str | None, body: bytes, kind: str = "prediction") -> str:
@@ -90,33 +128,9 @@ class PredictionService:
             self.telemetry.failed(name, version, exc.status)
             raise
         units = served.units
-        unit_price = model.card.price_of(served.kind)
-        rec = UsageRecord(
-            record_id=record_id,
-            request_id=caller.request_id,
-            tenant=caller.tenant,
-            key_id=caller.key_id,
-            model=name,
-            version=version,
-            units=units,
-            unit_price=unit_price,
-            amount=unit_price * units,
-            latency_ms=int((time.perf_counter() - started) * 1000),
-            timestamp=utcnow(),
-            fingerprint=fingerprint(name, ref, body, kind),
-            idempotency_key=idempotency_key,
-            kind=served.kind,
-        )
-        try:
-            stored = self.metering.record(rec)
-        except MeteringUnavailable as exc:
-            self.telemetry.metering_failed()
-            self.telemetry.failed(name, version, 503)
-            log.error("usage record not written; prediction withheld",
-                      extra={"record_id": rec.record_id, "error": str(exc)})
-            raise ServiceUnavailable(
-                f"usage could not be recorded, so the {kind} is withheld; retry with the "
-                "same Idempotency-Key", code="metering_unavailable", retry_after=1) from exc
+        rec = self._usage(caller, record_id, model, served.kind, units, started,
+                          fingerprint(name, ref, body, kind), idempotency_key)
+        stored = self._record(rec, kind)
         replayed = stored is not rec
         if replayed:
             if stored.fingerprint != rec.fingerprint:
@@ -153,6 +167,104 @@ class PredictionService:
                       "amount_usd": format_usd(stored.amount)},
         })
         return PredictResult(body=answer, replayed=replayed)
+
+    def score_chunk(self, caller: Caller, job_id: str, chunk_id: str, name: str,
+                    version: str, kind: str, rows: list[ChunkRow]) -> ChunkResult:
+        """Score one chunk of a batch job on a pinned version: the same model, validation
+        and metering as ``serve``, except that a bad row fails alone. The good rows are
+        billed in one record (kind ``batch_prediction`` or ``batch_explanation``) whose id
+        is the job's and the chunk's: any number of attempts bill once. Raises
+        ``ServiceUnavailable`` when the record cannot be written (the chunk is retried)
+        and ``Conflict`` if the chunk id was billed for other rows."""
+        if kind not in CALLS:
+            raise ValueError(f"unknown kind of call {kind!r}; one of {CALLS}")
+        started = time.perf_counter()
+        caller = replace(caller, request_id=f"{job_id}/{chunk_id}")
+        model = self.registry.model(name, version)
+        readable = [row for row in rows if row.problem is None]
+        outputs = self._score_rows(model, kind, [row.record for row in readable])
+        by_row = dict(zip(map(id, readable), outputs, strict=True))
+        lines: list[dict[str, Any]] = []
+        good = 0
+        for row in rows:
+            out = by_row.get(id(row), {"error": row.problem})
+            good += "prediction" in out
+            lines.append({"row_id": row.row_id, **out})
+        failed = len(rows) - good
+        if not good:  # nothing scored: nothing to bill
+            return ChunkResult(lines, 0, failed, Decimal(0), replayed=False)
+        ids = hashlib.sha256(orjson.dumps([row.row_id for row in rows])).hexdigest()
+        rec = self._usage(caller, chunk_record_id(caller.tenant, job_id, chunk_id), model,
+                          BATCH_KIND[kind], good, started,
+                          fingerprint(name, version, f"{job_id}/{chunk_id}/{ids}".encode(),
+                                      BATCH_KIND[kind]), None)
+        stored = self._record(rec, kind)
+        if stored is not rec and stored.fingerprint != rec.fingerprint:
+            raise Conflict(f"chunk {chunk_id} of job {job_id} was already billed for other "
+                           "rows", code="chunk_conflict")
+        if stored is rec:
+            self.telemetry.predicted(name, version, good, rec.kind,
+                                     (time.perf_counter() - started) * 1000)
+        return ChunkResult(lines, stored.units, failed, stored.amount,
+                           replayed=stored is not rec)
+
+    @staticmethod
+    def _score_rows(model: ServableModel, kind: str, records: list[Any]
+                    ) -> list[dict[str, Any]]:
+        """``{"prediction": ...}`` or ``{"error": ...}`` per record. The whole chunk runs
+        at once; only a chunk that the model refuses is run row by row, so that each bad
+        row gets its own error (the same error ``/v1`` would give it) and the rest score."""
+        if not records:
+            return []
+        try:
+            return [{"prediction": p} for p in model.serve(kind, records).predictions]
+        except Unprocessable:
+            pass
+        outputs: list[dict[str, Any]] = []
+        for record in records:
+            try:
+                outputs.append({"prediction": model.serve(kind, [record]).predictions[0]})
+            except Unprocessable as exc:
+                error = exc.body()["error"]
+                for detail in error["details"]:  # the row is the line, not instance 0
+                    detail.pop("instance", None)
+                outputs.append({"error": error})
+        return outputs
+
+    def _usage(self, caller: Caller, record_id: str, model: ServableModel, kind: str,
+               units: int, started: float, print_: str, idempotency_key: str | None
+               ) -> UsageRecord:
+        unit_price = model.card.price_of(kind)
+        return UsageRecord(
+            record_id=record_id,
+            request_id=caller.request_id,
+            tenant=caller.tenant,
+            key_id=caller.key_id,
+            model=model.card.name,
+            version=model.card.version,
+            units=units,
+            unit_price=unit_price,
+            amount=unit_price * units,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            timestamp=utcnow(),
+            fingerprint=print_,
+            idempotency_key=idempotency_key,
+            kind=kind,
+        )
+
+    def _record(self, rec: UsageRecord, kind: str) -> UsageRecord:
+        """Write the usage record once; a store that cannot be written withholds the
+        answer (503): no service goes unbilled."""
+        try:
+            return self.metering.record(rec)
+        except MeteringUnavailable as exc:
+            self.telemetry.metering_failed()
+            self.telemetry.failed(rec.model, rec.version, 503)
+            log.error("usage record not written; prediction withheld",
+                      extra={"record_id": rec.record_id, "error": str(exc)})
+            raise ServiceUnavailable(
+                f"usage could not be recorded, so the {kind} is withheld; retry with the "
+                "same Idempotency-Key", code="metering_unavailable", retry_after=1) from exc
 
     def _shadow(self, name: str, served: str, shadow: str, model: ServableModel,
                 instances: list[Any], labels: Any, predictions: list[dict[str, Any]]

@@ -61,8 +61,8 @@ class PowertoolsTelemetry:
 
         self.metrics.add_dimension(name="model", value=model)
         self.metrics.add_dimension(name="version", value=version)
-        name = {"explanation": "RowsExplained", "token": "TokensRead"}.get(kind,
-                                                                           "RowsPredicted")
+        name = {"explanation": "RowsExplained", "token": "TokensRead"}.get(
+            kind.removeprefix("batch_"), "RowsPredicted")
         self.metrics.add_metric(name=name, unit=MetricUnit.Count, value=rows)
         self.metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         self.metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=ms)

@@ -34,6 +34,10 @@ class StageSettings:
     alarm_5xx_rate_percent: float = 1.0
     usage_retention_days: int = 400
     bundling: str = "pip"  # "pip": real Docker-free bundle; "skip": source only (tests)
+    # Batch jobs: rows per chunk (one chunk-function invocation, one usage record) and
+    # chunks scored at once by the Distributed Map (its child executions)
+    batch_chunk_rows: int = 1000
+    batch_max_concurrency: int = 40
 
     @property
     def is_prod(self) -> bool:
@@ -84,5 +88,9 @@ class StageSettings:
         if self.snap_start and self.ephemeral_storage_mb > 512:
             raise ValueError("SnapStart allows at most 512 MB of ephemeral storage: set "
                              "snap_start=false for more")
+        if not 1 <= self.batch_chunk_rows <= 10_000:
+            raise ValueError("batch_chunk_rows must be 1..10000")
+        if not 1 <= self.batch_max_concurrency <= 10_000:
+            raise ValueError("batch_max_concurrency must be 1..10000 (Distributed Map's)")
         if self.bundling not in ("pip", "skip"):
             raise ValueError("bundling must be 'pip' or 'skip'")

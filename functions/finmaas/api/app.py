@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -25,14 +26,13 @@ from .. import __version__, billing, console
 from ..config import Settings
 from ..errors import ApiError, NotFound, is_v2_path
 from ..metering import MeteringStore, open_metering_store
-from ..modelstore import open_store
 from ..plans import get_plan
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, open_registry
 from ..service import PredictionService
 from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
+from . import batch, openapi, v2
 from . import body as bodies
-from . import openapi, v2
 from .identity import RequestIdHeader, TenantDirectory, request_context, resolve_caller
 
 log = logging.getLogger("finmaas.api")
@@ -48,10 +48,23 @@ class Services:
     telemetry: Telemetry = field(default_factory=NullTelemetry)
     today: Callable[[], date] = field(default=lambda: datetime.now(UTC).date())
     offload: bool = False  # True in the long-running local server (see ``run``)
+    # AWS clients by service name (dynamodb, s3, stepfunctions): tests pass moto's
+    clients: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directory = TenantDirectory(self.tenants, ttl=self.settings.tenant_cache_seconds)
         self.predictions = PredictionService(self.registry, self.metering, self.telemetry)
+        self._batch: Any = None
+        self._batch_lock = threading.Lock()
+
+    @property
+    def batch(self) -> Any:
+        """The batch jobs' control plane (``finmaas.batch.control.BatchJobs``), built on
+        the first batch request: the predict path's cold start does not pay for it."""
+        with self._batch_lock:
+            if self._batch is None:
+                self._batch = _build_batch(self)
+            return self._batch
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking store work, off the event loop where there is one to keep free.
 
@@ -69,11 +82,8 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
     """Stores chosen by configuration: S3/DynamoDB in AWS, directory/SQLite locally."""
     settings = settings or Settings.from_env()
     telemetry = telemetry or NullTelemetry()
-    store = open_store(settings.model_store, cache_dir=str(settings.cache_dir),
-                       s3_client=clients.get("s3"))
-    registry = ModelRegistry(store, alias_ttl=settings.alias_ttl_seconds,
-                             session_cache_size=settings.session_cache_size,
-                             ort_threads=settings.ort_threads, on_load=telemetry.model_loaded)
+    registry = open_registry(settings, s3_client=clients.get("s3"),
+                             on_load=telemetry.model_loaded)
     return Services(
         settings=settings,
         registry=registry,
@@ -81,7 +91,29 @@ def build_services(settings: Settings | None = None, *, telemetry: Telemetry | N
         tenants=open_tenant_store(settings, dynamodb_client=clients.get("dynamodb")),
         telemetry=telemetry,
         offload=offload,
+        clients=dict(clients),
     )
+
+
+def _build_batch(s: Services) -> Any:
+    from ..batch import open_job_store
+    from ..batch.control import BatchJobs
+
+    jobs = open_job_store(s.settings, dynamodb_client=s.clients.get("dynamodb"))
+    runner: Any
+    inputs: Any = None
+    if s.settings.batch_state_machine:
+        from ..batch.aws import S3Inputs, StepFunctionsRunner
+
+        runner = StepFunctionsRunner(s.settings.batch_state_machine,
+                                     client=s.clients.get("stepfunctions"))
+        inputs = S3Inputs(s.clients.get("s3"))
+    else:
+        from ..batch.local import LocalJobRunner
+
+        runner = LocalJobRunner(s.predictions, jobs)
+    return BatchJobs(s.predictions, jobs, runner, roots=s.settings.allowed_batch_roots,
+                     chunk_rows=s.settings.batch_chunk_rows, inputs=inputs)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -301,6 +333,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.include_router(health_router())
     app.include_router(models_router())
     app.include_router(billing_router())
+    app.router.routes.extend(batch.ROUTES)
     app.router.routes.extend(console.routes())
     openapi.install(app, services.registry)
     app.add_middleware(RequestIdHeader)

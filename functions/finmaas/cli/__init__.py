@@ -2,8 +2,8 @@
 
 Commands touch AWS only when the environment points at it (``MAAS_MODEL_STORE=s3://``,
 ``MAAS_*_TABLE``); with nothing set they work on the embedded local stores. One module
-per noun: ``models``, ``explain``, ``serve``, ``invoke``, ``tenants``, ``keys``, ``billing`` (usage
-and invoices); ``common`` holds what they share.
+per noun: ``models``, ``explain``, ``batch``, ``serve``, ``invoke``, ``tenants``, ``keys``,
+``billing`` (usage and invoices); ``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import StoreError
-from . import billing, explain, invoke, keys, models, serve, tenants
+from . import batch, billing, explain, invoke, keys, models, serve, tenants
 from .common import err
 
 __all__ = ["build_parser", "main"]
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maas", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"maas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for noun in (models, explain, serve, invoke, tenants, keys, billing):
+    for noun in (models, explain, batch, serve, invoke, tenants, keys, billing):
         noun.register(sub)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import (
+    BATCH_KIND,
     KINDS,
     UNITS,
     DailyUsage,
@@ -15,8 +16,8 @@ from .base import (
     record_id_for,
 )
 
-__all__ = ["KINDS", "UNITS", "DailyUsage", "MeteringStore", "MeteringUnavailable", "UsageRecord",
-           "format_usd", "open_metering_store", "record_id_for"]
+__all__ = ["BATCH_KIND", "KINDS", "UNITS", "DailyUsage", "MeteringStore", "MeteringUnavailable",
+           "UsageRecord", "format_usd", "open_metering_store", "record_id_for"]
 
 
 def open_metering_store(settings: Any, *, dynamodb_client: Any = None) -> MeteringStore:

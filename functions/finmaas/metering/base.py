@@ -17,10 +17,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 NANO = Decimal("0.000000001")
-# What a usage record's units count: predicted rows, explained rows (priced apart), or the
-# tokens a text model read; and the unit each kind counts in.
-KINDS = ("prediction", "explanation", "token")
-UNITS = {"prediction": "row", "explanation": "row", "token": "token"}
+# What a usage record's units count: predicted rows, explained rows (priced apart), the
+# tokens a text model read, or rows a batch job predicted or explained (at the same
+# prices, on invoice lines of their own); and the unit each kind counts in.
+KINDS = ("prediction", "explanation", "token", "batch_prediction", "batch_explanation")
+UNITS = {"prediction": "row", "explanation": "row", "token": "token",
+         "batch_prediction": "row", "batch_explanation": "row"}
+BATCH_KIND = {"prediction": "batch_prediction", "explanation": "batch_explanation"}
 
 
 class MeteringUnavailable(Exception):
