@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from ..errors import ApiError
+from ..metering import format_usd
 from ..service import Caller, PredictionService
 from .jobs import BatchJob, JobStore
 from .locations import Location, parse_location
@@ -90,12 +91,34 @@ def _event_job(event: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 class ChunkFunction:
-    """The chunk function's work, with its clients injected (tests use moto)."""
+    """The chunk function's work, with its clients injected (tests use moto). Results go
+    to S3, or under a ``file://`` prefix when the event names one (``maas invoke batch``
+    replays an event with no AWS at all)."""
 
-    def __init__(self, service: PredictionService, jobs: JobStore, s3: Any) -> None:
+    def __init__(self, service: PredictionService, jobs: JobStore, s3: Any = None) -> None:
         self.service = service
         self.jobs = jobs
-        self.s3 = s3
+        self._s3 = s3
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3")
+        return self._s3
+
+    def _write(self, results: Location, name: str, body: bytes) -> str:
+        target = results.child(name)
+        if target.scheme == "file":
+            from .local import write_whole
+
+            target.path.parent.mkdir(parents=True, exist_ok=True)
+            write_whole(target.path, body)
+        else:
+            self.s3.put_object(Bucket=target.bucket, Key=target.key, Body=body,
+                               ContentType="application/x-ndjson")
+        return target.url
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         job, items = _event_job(event)
@@ -111,27 +134,23 @@ class ChunkFunction:
                 raise ChunkRetryable(f"{exc.code}: {exc.message}") from exc
             raise
         results = parse_location(job["results"], "results")
-        key = f"{results.key}rows/chunk-{chunk_id}.jsonl"
         try:
             self.jobs.add_chunk(job["job_id"], chunk_id, result.good, result.failed,
                                 result.amount)
-            self.s3.put_object(Bucket=results.bucket, Key=key,
-                               Body=b"".join(map(output_line, result.lines)),
-                               ContentType="application/x-ndjson")
+            written = self._write(results, f"rows/chunk-{chunk_id}.jsonl",
+                                  b"".join(map(output_line, result.lines)))
         except Exception as exc:
             if type(exc).__module__.split(".")[0] in ("botocore", "boto3"):
                 raise ChunkRetryable(str(exc)) from exc
             raise
         return {"chunk": chunk_id, "rows": len(rows), "rows_done": result.good,
-                "rows_failed": result.failed, "amount_usd": str(result.amount),
-                "billed_before": result.replayed, "output": f"s3://{results.bucket}/{key}"}
+                "rows_failed": result.failed, "amount_usd": format_usd(result.amount),
+                "billed_before": result.replayed, "output": written}
 
 
 def build_chunk_handler() -> ChunkFunction:
     """The chunk function of ``functions/batch/handler.py``: stores from the environment,
     built once per container."""
-    import boto3
-
     from ..config import Settings
     from ..metering import open_metering_store
     from ..registry import open_registry
@@ -139,4 +158,4 @@ def build_chunk_handler() -> ChunkFunction:
 
     settings = Settings.from_env()
     service = PredictionService(open_registry(settings), open_metering_store(settings))
-    return ChunkFunction(service, open_job_store(settings), boto3.client("s3"))
+    return ChunkFunction(service, open_job_store(settings))

@@ -88,7 +88,7 @@ def _chunks(path: Path, fmt: str, size: int) -> Iterator[tuple[int, list[tuple[i
         yield index, batch
 
 
-def _write_whole(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
@@ -111,7 +111,7 @@ def run_file(service: PredictionService, jobs: JobStore, job: BatchJob, caller: 
     parts.mkdir(parents=True, exist_ok=True)
     manifest = parts / MANIFEST
     if not manifest.exists():
-        _write_whole(manifest, json.dumps({
+        write_whole(manifest, json.dumps({
             "job_id": job.job_id, **_input_identity(input_path), "model": job.model,
             "version": job.version, "chunk_rows": job.chunk_rows}).encode())
     done = {p.name for p in parts.glob("chunk-*.jsonl")}
@@ -122,7 +122,7 @@ def run_file(service: PredictionService, jobs: JobStore, job: BatchJob, caller: 
         result = service.score_chunk(caller, job.job_id, chunk_id, job.model, job.version,
                                      job.kind, rows)
         jobs.add_chunk(job.job_id, chunk_id, result.good, result.failed, result.amount)
-        _write_whole(parts / f"chunk-{chunk_id}.jsonl",
+        write_whole(parts / f"chunk-{chunk_id}.jsonl",
                      b"".join(map(output_line, result.lines)))
         with lock:
             progress.rows_seen += len(rows)
