@@ -374,6 +374,107 @@ ERROR_TEXT = {
 }
 KEYED = (401, 403, 429, 503)  # any route behind the key: gateway, tenant directory
 
+# /v1/batch-jobs: plain routes (their bodies are read by hand, like predict's), documented
+# here with their own schemas.
+LOCATION = {"type": "string", "pattern": r"^(s3://[^/]+/|file:///).+",
+            "description": "an s3:// URL (in AWS) or a file:// URL (the local server), "
+                           "under the tenant's own area of an allowed root"}
+JOB_ID = {"type": "string", "pattern": r"^bj-[0-9a-f]{20}$"}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+BATCH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "BatchJobRequest": _obj({
+        "model": {**MODEL_NAME, "description": "a tabular model (text models are refused)"},
+        "version": {**STRING, "description": "a version or alias (default production); "
+                                             "the job pins the version it resolves to"},
+        "input": {**LOCATION, "description": "a .csv (header row, cells typed by the card) "
+                                             "or .jsonl (one record per line) object; an "
+                                             "optional row_id column or field is echoed"},
+        "output": {**LOCATION, "pattern": r"^(s3://[^/]+/|file:///).*/$",
+                   "description": "a prefix ending in '/': the job writes below "
+                                  "<output><job_id>/"},
+        "explain": {"type": "boolean", "default": False,
+                    "description": "explain every row (billed as batch_explanation)"},
+    }, required=["model", "input", "output"], additionalProperties=False),
+    "BatchJob": _obj({
+        "job_id": JOB_ID,
+        "tenant": STRING,
+        "model": MODEL_NAME,
+        "version": {**VERSION, "description": "the version the job scores with, pinned "
+                                              "when it was submitted"},
+        "kind": {"type": "string", "enum": ["prediction", "explanation"]},
+        "explain": {"type": "boolean"},
+        "input": LOCATION,
+        "output": LOCATION,
+        "results": {**LOCATION, "description": "where the output lines are: one file "
+                                               "locally, a prefix of rows/chunk-*.jsonl "
+                                               "objects in AWS"},
+        "format": {"type": "string", "enum": ["csv", "jsonl"]},
+        "chunk_rows": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "chunks": {**COUNT, "description": "chunks scored so far, each counted once"},
+        "rows_done": {**COUNT, "description": "rows scored, and billed"},
+        "rows_failed": {**COUNT, "description": "rows the card refused, not billed"},
+        "cost_usd": {**USD, "description": "billed so far: rows_done at the card's price"},
+        "currency": {"type": "string", "enum": ["USD"]},
+        "error": {**NULLABLE_STRING, "description": "why a failed job failed"},
+    }),
+    "BatchJobList": _obj({"jobs": {"type": "array", "items": ref("BatchJob"),
+                                   "description": "the tenant's jobs, newest first "
+                                                  "(at most 100)"}}),
+}
+SCHEMAS.update(BATCH_SCHEMAS)
+BATCH_SUBMIT_ERRORS = {
+    **{s: ERROR_TEXT[s] for s in (400, 401, 409, 415, 429, 503)},
+    403: "the key's tenant is suspended (tenant_suspended), or input or output is outside "
+         "the tenant's area (location_not_allowed)",
+    404: "unknown model or version, no input object, or a model that does not explain "
+         "(model_not_found, version_not_found, input_not_found, explanations_not_available)",
+    413: "body too large (body_too_large)",
+    422: "a field is missing, unknown or wrong (invalid_body, invalid_location; details name "
+         "it), or a text model (batch_not_supported)",
+}
+
+
+def _batch_operations() -> dict[str, dict[str, Any]]:
+    job = {"description": "the job", "content": _json(ref("BatchJob"))}
+    keyed = {s: ERROR_TEXT[s] for s in KEYED}
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}
+    idem = {"name": "Idempotency-Key", "in": "header", "required": False,
+            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+            "description": "a retried submit with the same key answers the job it started "
+                           "(200) and starts no second job"}
+    return {
+        "/v1/batch-jobs": {
+            "post": {
+                "tags": ["batch"], "operationId": "submit_batch_job",
+                "summary": "Score a whole CSV or JSON Lines object, billed per good row",
+                "parameters": [idem],
+                "requestBody": {"required": True, "content": _json(ref("BatchJobRequest"))},
+                "responses": {
+                    "202": {**job, "description": "started; follow it at Location",
+                            "headers": {"Location": {"schema": STRING}}},
+                    "200": {**job, "description": "a repeated Idempotency-Key: the job it "
+                                                  "started"},
+                    **error_responses(BATCH_SUBMIT_ERRORS)}},
+            "get": {
+                "tags": ["batch"], "operationId": "list_batch_jobs",
+                "summary": "The caller's tenant's batch jobs",
+                "responses": {"200": {"description": "OK",
+                                      "content": _json(ref("BatchJobList"))},
+                              **error_responses(keyed)}},
+        },
+        "/v1/batch-jobs/{job_id}": {
+            "get": {
+                "tags": ["batch"], "operationId": "get_batch_job",
+                "summary": "A batch job's status, rows done and failed, and cost so far",
+                "parameters": [job_id],
+                "responses": {"200": job, **error_responses(
+                    {**keyed, 404: "no such job for this tenant (job_not_found)"})}},
+        },
+    }
+
 # FastAPI-generated operations: (method, path) -> operationId, 200 body, error statuses
 # with route-specific wording, and parameter schemas tighter than the signatures say.
 GET_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
@@ -525,6 +626,7 @@ def build_document(app: FastAPI, cards: list[ModelCard], max_instances: int
     }
     for path in (*PREDICT_PATHS, *EXPLAIN_PATHS):
         doc["paths"][path] = {"post": predict_operation(path, body, names)}
+    doc["paths"].update(_batch_operations())
     doc["components"]["securitySchemes"] = {"ApiKey": {
         "type": "apiKey", "in": "header", "name": "x-api-key"}}
     doc["security"] = [{"ApiKey": []}]
