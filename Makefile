@@ -24,7 +24,7 @@ KSERVE_VENV := .maas/kserve-client
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
 
-.PHONY: serve test chromium console-screenshots lint bench bench-text models verify synth deploy lock clean
+.PHONY: serve test chromium console-screenshots lint bench bench-text bench-batch models verify synth deploy lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -93,6 +93,9 @@ bench: $(VENV)/.dev-deps
 
 bench-text: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.bench.text
+
+bench-batch: $(VENV)/.dev-deps
+	$(BIN)/python -m tests.bench.batch
 
 models: $(VENV)/.dev-deps
 	$(BIN)/maas models build

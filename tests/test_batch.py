@@ -56,6 +56,37 @@ def test_good_rows_score_as_v1_does_and_bad_rows_fail_alone_unbilled(services, a
     assert billed_units(services) == 2 + 2  # the chunk's good rows and the direct call
 
 
+def test_more_bad_rows_than_one_error_names_still_fail_alone_and_the_rest_score_together(
+        services, acme, monkeypatch):
+    from finmaas.serving import MAX_DETAILS
+
+    good = example("credit-risk")
+    items = [dict(good, home="castle") if i % 7 == 3 else dict(good, age=20 + i % 40)
+             for i in range(800)]
+    bad = sum(i % 7 == 3 for i in range(800))
+    assert bad > 2 * MAX_DETAILS  # three passes over the rest, at least
+    model = services.registry.model("credit-risk", "1")
+    sizes: list[int] = []
+    serve = type(model).serve
+    monkeypatch.setattr(type(model), "serve",
+                        lambda self, kind, records, *rest: sizes.append(len(records)) or
+                        serve(self, kind, records, *rest))
+    result = services.predictions.score_chunk(CALLER, "bj-1", "000", "credit-risk", "1",
+                                              "prediction", rows_of(services, items))
+    assert (result.good, result.failed) == (800 - bad, bad)
+    for i, line in enumerate(result.lines):
+        assert ("error" in line) == (i % 7 == 3), line
+        if "error" in line:
+            assert line["error"]["details"][0]["field"] == "home"
+    sizes_in_chunk = list(sizes)
+    whole = services.predictions.serve("prediction", Caller("acme", "standard", "k", "r"),
+                                       "credit-risk", "1", [items[0], items[1]], b"x",
+                                       None).body["predictions"]
+    assert [result.lines[0]["prediction"], result.lines[1]["prediction"]] == whole
+    assert sum(size > 1 for size in sizes_in_chunk) <= bad // MAX_DETAILS + 2  # no row-by-row
+    assert sizes_in_chunk.count(1) == bad  # each bad row alone, for its own error
+
+
 def test_a_retried_chunk_is_billed_once_and_answers_the_same(services, acme):
     rows = rows_of(services, [example("credit-risk")] * 5)
     first = services.predictions.score_chunk(CALLER, "bj-1", "007", "credit-risk", "1",
@@ -105,6 +136,9 @@ def test_csv_cells_are_typed_by_the_card_and_empty_cells_are_missing(services):
     assert row.record["age"] == 62 and isinstance(row.record["amount"], float)
     assert "income" not in row.record and row.record["home"] == "rent"
     assert chunk_row(card, "csv", 3, {**record, "age": "old"}).record["age"] == "old"
+    spelled = {"age": " 62 ", "amount": "-1.5e3", "income": "1_000", "assets": "0x10"}
+    assert {k: chunk_row(card, "csv", 3, {**record, **spelled}).record[k] for k in spelled
+            } == {"age": 62, "amount": -1500.0, "income": "1_000", "assets": "0x10"}
     assert chunk_row(card, "csv", 4, {**record, None: ["extra"]}).problem["code"] == \
         "malformed_row"
     assert chunk_row(card, "jsonl", 5, b"{not json").problem["code"] == "malformed_row"

@@ -211,25 +211,39 @@ class PredictionService:
     @staticmethod
     def _score_rows(model: ServableModel, kind: str, records: list[Any]
                     ) -> list[dict[str, Any]]:
-        """``{"prediction": ...}`` or ``{"error": ...}`` per record. The whole chunk runs
-        at once; only a chunk that the model refuses is run row by row, so that each bad
-        row gets its own error (the same error ``/v1`` would give it) and the rest score."""
-        if not records:
-            return []
-        try:
-            return [{"prediction": p} for p in model.serve(kind, records).predictions]
-        except Unprocessable:
-            pass
-        outputs: list[dict[str, Any]] = []
-        for record in records:
+        """``{"prediction": ...}`` or ``{"error": ...}`` per record. The chunk runs at
+        once; when the model refuses it, the rows its error names (up to ``MAX_DETAILS``
+        a pass) are run alone, so each gets its own error (the one ``/v1`` would give it),
+        and the rest run together again. Only an error that names no row sends the rest
+        row by row."""
+        outputs: list[dict[str, Any] | None] = [None] * len(records)
+
+        def alone(i: int) -> None:
             try:
-                outputs.append({"prediction": model.serve(kind, [record]).predictions[0]})
+                outputs[i] = {"prediction": model.serve(kind, [records[i]]).predictions[0]}
             except Unprocessable as exc:
                 error = exc.body()["error"]
                 for detail in error["details"]:  # the row is the line, not instance 0
                     detail.pop("instance", None)
-                outputs.append({"error": error})
-        return outputs
+                outputs[i] = {"error": error}
+
+        pending = list(range(len(records)))
+        while pending:
+            try:
+                predictions = model.serve(kind, [records[i] for i in pending]).predictions
+            except Unprocessable as exc:
+                named = {d["instance"] for d in exc.details
+                         if isinstance(d.get("instance"), int)
+                         and 0 <= d["instance"] < len(pending)}
+                for position in sorted(named) if named else range(len(pending)):
+                    alone(pending[position])
+                pending = [i for p, i in enumerate(pending) if p not in named] if named \
+                    else []
+                continue
+            for i, prediction in zip(pending, predictions, strict=True):
+                outputs[i] = {"prediction": prediction}
+            break
+        return outputs  # type: ignore[return-value]
 
     def _usage(self, caller: Caller, record_id: str, model: ServableModel, kind: str,
                units: int, started: float, print_: str, idempotency_key: str | None

@@ -20,7 +20,7 @@ from ..metering import format_usd
 from ..service import Caller, PredictionService
 from .jobs import BatchJob, JobStore
 from .locations import Location, parse_location
-from .rows import chunk_row, output_line
+from .rows import chunk_rows, output_line
 
 
 class ChunkRetryable(Exception):
@@ -123,7 +123,7 @@ class ChunkFunction:
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         job, items = _event_job(event)
         card = self.service.registry.card(job["model"], job["version"])
-        rows = [chunk_row(card, job["format"], i["index"] + 1, i.get("row")) for i in items]
+        rows = chunk_rows(card, job["format"], ((i["index"] + 1, i.get("row")) for i in items))
         chunk_id = f"{items[0]['index']:010d}"
         caller = Caller(job["tenant"], "batch", job["key_id"], job["job_id"])
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..service import Caller, PredictionService
 from .jobs import BatchJob, JobStore
-from .rows import chunk_row, output_line, read_items
+from .rows import chunk_rows, output_line, read_items
 
 MANIFEST = "job.json"
 
@@ -118,7 +118,7 @@ def run_file(service: PredictionService, jobs: JobStore, job: BatchJob, caller: 
     lock = threading.Lock()
 
     def score(chunk_id: str, items: list[tuple[int, Any]]) -> None:
-        rows = [chunk_row(card, job.format, number, item) for number, item in items]
+        rows = chunk_rows(card, job.format, items)
         result = service.score_chunk(caller, job.job_id, chunk_id, job.model, job.version,
                                      job.kind, rows)
         jobs.add_chunk(job.job_id, chunk_id, result.good, result.failed, result.amount)

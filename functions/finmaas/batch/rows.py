@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,27 +36,43 @@ def format_of(name: str) -> str:
 
 def _number(text: str) -> Any:
     """What a JSON client would have sent for this text: an int, a float, or the text
-    itself (which validation then refuses as not a number, naming the field)."""
+    itself (which validation then refuses as not a number, naming the field). Python's
+    own spellings that JSON has no number for ("1_000") stay text."""
+    if text.isascii() and text.isdigit():  # the common case, without a regex
+        return int(text)
     stripped = text.strip()
+    if "_" in stripped:
+        return text
     try:
         return int(stripped) if _INTEGER.match(stripped) else float(stripped)
     except ValueError:
         return text
 
 
-def typed(card: ModelCard, record: dict[str, Any]) -> dict[str, Any]:
+def numeric_fields(card: ModelCard) -> frozenset[str]:
+    return frozenset(s.name for s in card.inputs if s.type in ("number", "integer"))
+
+
+def typed(card: ModelCard, record: dict[str, Any], numeric: frozenset[str] | None = None
+          ) -> dict[str, Any]:
     """A CSV row as the JSON record ``/v1`` takes: numbers for number and integer fields,
     text for the rest, and an empty cell as a missing value."""
-    kinds = {spec.name: spec.type for spec in card.inputs}
-    out: dict[str, Any] = {}
-    for name, value in record.items():
-        if value is None or value == "":
-            continue  # missing: required fields say so, optional ones are imputed
-        out[name] = _number(value) if kinds.get(name) in ("number", "integer") else value
-    return out
+    if numeric is None:
+        numeric = numeric_fields(card)
+    return {name: _number(value) if name in numeric else value
+            for name, value in record.items()
+            if value is not None and value != ""}  # missing: validation says if it may be
 
 
-def chunk_row(card: ModelCard, fmt: str, number: int, item: Any) -> ChunkRow:
+def chunk_rows(card: ModelCard, fmt: str, items: Iterable[tuple[int, Any]]
+               ) -> list[ChunkRow]:
+    """``chunk_row`` for each ``(number, item)`` of a chunk, the card read once."""
+    numeric = numeric_fields(card)
+    return [chunk_row(card, fmt, number, item, numeric) for number, item in items]
+
+
+def chunk_row(card: ModelCard, fmt: str, number: int, item: Any,
+              numeric: frozenset[str] | None = None) -> ChunkRow:
     """Row ``number`` (1-based) of an input: a CSV row (an object of strings), or a JSON
     Lines line (its text, or the object Step Functions parsed from it)."""
     if fmt == "jsonl" and isinstance(item, str | bytes):
@@ -76,7 +92,7 @@ def chunk_row(card: ModelCard, fmt: str, number: int, item: Any) -> ChunkRow:
     if row_id is None or row_id == "" or isinstance(row_id, dict | list):
         row_id = number
     if fmt == "csv":
-        record = typed(card, record)
+        record = typed(card, record, numeric)
     return ChunkRow(row_id, record)
 
 
