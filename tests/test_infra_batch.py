@@ -81,6 +81,8 @@ def test_a_distributed_map_per_input_format_reads_batches_and_writes(definition)
         assert reader["Parameters"]["Key.$"] == "$.input.key"
         readers[reader["ReaderConfig"]["InputType"]] = reader["ReaderConfig"]
         assert state["ItemBatcher"]["MaxItemsPerBatch"] == 500  # -c batch_chunk_rows
+        # under Step Functions' 256 KiB payload limit, whatever the rows' width
+        assert state["ItemBatcher"]["MaxInputBytesPerBatch"] == 240_000 < 256 * 1024
         assert state["ItemBatcher"]["BatchInput"] == {"job.$": "$.job"}
         assert state["MaxConcurrency"] == 25  # -c batch_max_concurrency
         assert state["ItemSelector"] == {"index.$": "$$.Map.Item.Index",

@@ -23,6 +23,11 @@ from .settings import StageSettings
 
 TENANTS_PREFIX = "tenants"
 CHUNK_TIMEOUT_SECONDS = 300
+# A child execution's input (and so the chunk function's event) is at most 256 KiB, Step
+# Functions' payload limit; a 1,000-row credit-risk CSV batch is ~297 KB as JSON. Capping
+# the batch's bytes makes Step Functions cut batches short of the row count instead of
+# failing them; the rest of the 262,144 bytes is room for BatchInput and the envelope.
+MAX_BATCH_BYTES = 240_000
 
 
 def _job_key() -> dict[str, tasks.DynamoAttributeValue]:
@@ -139,6 +144,7 @@ class BatchJobs(Construct):
                 item_reader=reader,
                 item_selector={"index.$": "$$.Map.Item.Index", "row.$": "$$.Map.Item.Value"},
                 item_batcher=sfn.ItemBatcher(max_items_per_batch=settings.batch_chunk_rows,
+                                             max_input_bytes_per_batch=MAX_BATCH_BYTES,
                                              batch_input={"job.$": "$.job"}),
                 max_concurrency=settings.batch_max_concurrency,
                 tolerated_failure_percentage=0,  # bad rows fail alone; a bad chunk fails all
