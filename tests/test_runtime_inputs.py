@@ -53,3 +53,58 @@ def test_a_number_field_on_an_integer_graph_input_is_a_mismatch():
     graph = integer_graph()
     with pytest.raises(VersionRejected, match="declare it integer"):
         open_version(card(graph, field_type="number"), graph)
+
+
+def feeds_or_problems(model, batch):
+    try:
+        return {k: v.tolist() for k, v in model.feeds(batch).items()}
+    except Unprocessable as exc:
+        return exc.details
+
+
+def _columns() -> list:
+    """Values for one column, as a list and as each numpy dtype that holds them."""
+    import numpy as np
+
+    out = []
+    for values in ([3, 4, 5], [3.0, 4.0, 1e3], [3, 2.5, 4], [3, float("nan"), 1],
+                   [3, 2**70, 1], [3, None, 1], [3, "4", 1], [-(2**63), 2**63 - 1, 0]):
+        out.append(pytest.param(values, None, id=f"{values}-list"))
+        for dtype in ("int64", "uint64", "float32", "float64"):
+            try:
+                with np.errstate(all="ignore"):
+                    np.array(values, dtype=dtype)
+            except (TypeError, ValueError, OverflowError):
+                continue  # no binary tensor of this type carries these values
+            out.append(pytest.param(values, dtype, id=f"{values}-{dtype}"))
+    return out
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+@pytest.mark.parametrize(("values", "dtype"), _columns())
+def test_columns_are_checked_and_fed_as_the_same_records_would_be(rows, values, dtype):
+    """A V2 tensor's column (a list, or a numpy array of its binary data) reaches the
+    graph exactly as the records it stands for would, or is refused with the same
+    problems, each named by row and field."""
+    import numpy as np
+    from finmaas.serving import Columns
+
+    graph = integer_graph()
+    model = open_version(card(graph), graph)
+    column = (values * rows)[: 3 * rows]
+    if dtype is not None:
+        with np.errstate(all="ignore"):
+            column = np.array(column, dtype=dtype)
+    batch = Columns({"count": column}, len(column))
+    assert feeds_or_problems(model, batch) == feeds_or_problems(model, batch.records())
+    assert batch[0] == batch.records()[0] and batch[-1] == batch.records()[-1]
+
+
+def test_a_column_the_card_does_not_know_or_a_missing_one_is_named_like_a_records_field():
+    from finmaas.serving import Columns
+
+    graph = integer_graph()
+    model = open_version(card(graph), graph)
+    for columns in ({"count": [1, 2], "colour": ["red", "blue"]}, {}):
+        batch = Columns(columns, 2)
+        assert feeds_or_problems(model, batch) == feeds_or_problems(model, batch.records())

@@ -304,3 +304,94 @@ def test_malformed_binary_bytes_are_refused(server, blob, why):
                   **{"Inference-Header-Content-Length": str(len(header))})
     assert r.status_code == 400 and why in r.json()["error"]
     assert billed(server) == before
+
+
+def varied_rows(model: str, n: int) -> list[dict]:
+    """``n`` records around the card's example, every number field moved a little."""
+    rows = []
+    for i in range(n):
+        row = dict(example(model))
+        for name, value in row.items():
+            if type(value) in (int, float) and not isinstance(value, bool):
+                row[name] = type(value)(value + i % 7) if value >= 0 else value
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("model", ["credit-risk", "loan-default"])
+def test_a_batch_of_tensors_is_validated_as_columns_and_answers_what_v1_does(
+        triton, server, model, binary):
+    import tritonclient.http as th
+
+    rows = varied_rows(model, 64)  # past the vectorised validation's threshold
+    key = "probability"
+    result = triton.infer(model, tensors(triton, server, model, rows, binary),
+                          outputs=[th.InferRequestedOutput(key, binary_data=binary)],
+                          headers=headers(server))
+    assert result.as_numpy(key).tolist() == [
+        p[key] for p in v1(server, model, rows)["predictions"]]
+
+
+def v2_body(triton, server, model, rows, binary) -> tuple[bytes, dict]:
+    """A V2 request for ``rows`` as tritonclient would send it: JSON data, or binary."""
+    body = {"inputs": [], "outputs": [{"name": "probability"}]}
+    blobs = b""
+    for t in tensors(triton, server, model, rows, binary):
+        spec = {"name": t.name(), "datatype": t.datatype(), "shape": t.shape()}
+        if binary:
+            raw = t._get_binary_data()
+            spec["parameters"] = {"binary_data_size": len(raw)}
+            blobs += raw
+        else:
+            spec["data"] = t._get_tensor()["data"]
+        body["inputs"].append(spec)
+    header = json.dumps(body).encode()
+    extra = {"Inference-Header-Content-Length": str(len(header))} if binary else {}
+    return header + blobs, extra
+
+
+def test_bad_values_in_tensors_are_named_as_v1_names_them_binary_or_json(triton, server):
+    """The columnar checks refuse what /v1's record checks refuse, with the same problems
+    named by row and field, whether the tensors came as JSON or binary."""
+    rows = varied_rows("credit-risk", 40)
+    rows[3]["age"] = 150  # beyond the card's maximum
+    rows[9]["age"] = 5  # below its minimum
+    rows[20]["expenses"] = -1.0
+    before = billed(server)
+    refused = httpx.post(f"{server.url}/v1/models/credit-risk/predict",
+                         headers=headers(server), json={"instances": rows}, timeout=30)
+    assert refused.status_code == 422
+    details = refused.json()["error"]["details"]
+    assert len(details) == 3
+    answers = []
+    for binary in (False, True):
+        content, extra = v2_body(triton, server, "credit-risk", rows, binary)
+        r = infer_raw(server, "credit-risk", content, **extra)
+        assert r.status_code == 422, r.text
+        assert r.headers["x-finmaas-error-code"] == "validation_error"
+        answers.append(r.json()["error"])
+    assert answers[0] == answers[1]
+    for d in details:
+        assert f"[{d['instance']}] {d['field']}: {d['message']}" in answers[1], answers[1]
+    assert billed(server) == before
+
+
+def test_non_finite_binary_values_are_refused_by_row_and_field(triton, server):
+    rows = varied_rows("credit-risk", 40)
+    content, extra = v2_body(triton, server, "credit-risk", rows, True)
+    header_length = int(extra["Inference-Header-Content-Length"])
+    header = json.loads(content[:header_length])
+    names = [t["name"] for t in header["inputs"]]
+    at = header_length
+    for t in header["inputs"]:  # the age tensor's bytes: make its 6th value NaN
+        if t["name"] == "age":
+            break
+        at += t["parameters"]["binary_data_size"]
+    assert "age" in names and header["inputs"][names.index("age")]["datatype"] == "FP32"
+    content = content[:at + 5 * 4] + struct.pack("<f", float("nan")) + content[at + 6 * 4:]
+    before = billed(server)
+    r = infer_raw(server, "credit-risk", content, **extra)
+    assert r.status_code == 422, r.text
+    assert "[5] age: age must be a finite number" in r.json()["error"]
+    assert billed(server) == before

@@ -4,8 +4,9 @@ it, it imports neither."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from .cards import ModelCard
 from .errors import NotFound, Unprocessable
@@ -25,6 +26,48 @@ class Served:
     units: int
     kind: str
     output: dict[str, Any]  # the answer's "output": what each prediction holds
+
+
+class Columns(Sequence[dict[str, Any]]):
+    """A batch of records held as its columns (the Open Inference Protocol's tensors):
+    a tabular model validates and feeds them as they are, without building the records.
+    A column is a list of values (``None`` for a missing one) or a numpy array of
+    numbers; a field with no column is missing in every row. Indexing gives the record
+    ``/v1`` would have received (what row-wise code, such as explanations' reasons, reads).
+    """
+
+    def __init__(self, columns: dict[str, Any], rows: int) -> None:
+        self.columns = columns
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.rows))]
+        if not -self.rows <= index < self.rows:
+            raise IndexError(index)
+        out = {}
+        for name, values in self.columns.items():
+            value = values[index]
+            if value is not None:
+                out[name] = value.item() if hasattr(value, "item") else value
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        lists = {n: v.tolist() if hasattr(v, "tolist") else v for n, v in self.columns.items()}
+        names = list(lists)
+        if not names:
+            return [{} for _ in range(self.rows)]
+        return [{n: v for n, v in zip(names, row, strict=True) if v is not None}
+                for row in zip(*(lists[n] for n in names), strict=True)]
 
 
 class ServableModel(Protocol):

@@ -42,6 +42,7 @@ from ..errors import (
     v2_error_body,
 )
 from ..metering import record_id_for
+from ..serving import Columns
 from . import body as bodies
 from .identity import resolve_caller
 
@@ -154,15 +155,16 @@ def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[An
         dtype = np.dtype(NUMERIC[datatype]).newbyteorder("<")
         if len(blob) % dtype.itemsize:
             raise _fail(f"{name}: {len(blob)} bytes is not a whole number of {datatype}")
-        values = np.frombuffer(blob, dtype=dtype).tolist()
+        values = np.frombuffer(blob, dtype=dtype)  # checked as a column, not value by value
     if len(values) != count:
         raise _fail(f"{name}: the shape holds {count} value(s), the data {len(values)}",
                     "shape_mismatch")
     return values
 
 
-def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[Any]], int]:
-    """Every input tensor as a flat list of Python values, and the batch size."""
+def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, Any], int]:
+    """Every input tensor as a flat column (a list of Python values, or a numpy array of
+    a numeric tensor's binary data or FP32 data), and the batch size."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _fail('"inputs" must be a non-empty list of tensors', "invalid_body")
@@ -212,7 +214,7 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
             if datatype in ("FP32", "FP16") and all(type(v) in (int, float) for v in values):
                 # the precision the tensor says: the same request as its binary form
                 with np.errstate(over="ignore"):
-                    values = np.asarray(values, dtype=NUMERIC[datatype]).tolist()
+                    values = np.asarray(values, dtype=NUMERIC[datatype])
         if datatype == "BOOL":
             raise Unprocessable(f"{name}: BOOL is not a card field's type",
                                 code="invalid_datatype")
@@ -233,23 +235,28 @@ def decode_inputs(doc: dict[str, Any], binary: bytes) -> tuple[dict[str, list[An
     return columns, batch
 
 
-def request_instances(columns: dict[str, list[Any]]) -> tuple[list[Any], Any]:
-    """The records (and zero-shot labels) /v1 would receive for these tensors."""
+def _as_list(values: Any) -> Any:
+    return values.tolist() if isinstance(values, np.ndarray) else values
+
+
+def request_instances(columns: dict[str, Any], batch: int, card: Any
+                      ) -> tuple[list[Any], Any]:
+    """What /v1 would receive for these tensors: a tabular model's rows as the columns
+    they came in (validated and fed as they are), a text model's as records; and the
+    zero-shot labels."""
+    if not card.is_text and not any(name in columns for name in LABEL_INPUTS):
+        return Columns(columns, batch), None
     labels = None
     if "labels" in columns:
-        names = columns.pop("labels")
-        descriptions = columns.pop("label_descriptions", None)
+        names = _as_list(columns.pop("labels"))
+        descriptions = _as_list(columns.pop("label_descriptions", None))
         if descriptions is not None and len(descriptions) != len(names):
             raise _fail("label_descriptions must be as long as labels", "shape_mismatch")
         labels = [{"name": n, **({"description": d} if descriptions and d else {})}
                   for n, d in zip(names, descriptions or [None] * len(names), strict=True)]
     elif "label_descriptions" in columns:
         raise _fail("label_descriptions without labels")
-    names = list(columns)
-    rows = zip(*(columns[n] for n in names), strict=True)
-    instances = [{n: v for n, v in zip(names, row, strict=True) if v is not None}
-                 for row in rows]
-    return instances, labels
+    return Columns(columns, batch).records(), labels
 
 
 # -- writing an answer -----------------------------------------------------------------
@@ -494,9 +501,11 @@ async def infer(request: Request) -> Response:
         assign = record_id_for(caller.tenant, caller.request_id, idem)
         card = await s.run(lambda: s.registry.card_of_alias(
             name, ref, s.registry.resolve(name, ref, assign=assign)))
-        instances, labels = request_instances(columns)
+        instances, labels = request_instances(columns, batch, card)
         binary_of = requested_outputs(doc, output_names(card, explain, labels is not None))
-        meaning = {"instances": instances, "labels": labels}
+        meaning = None if idem is None else {  # what a retry with the key must repeat
+            "instances": instances.records() if isinstance(instances, Columns) else instances,
+            "labels": labels}
         result = await s.run(s.predictions.serve, "explanation" if explain else "prediction",
                              caller, name, ref, instances,
                              bodies.fingerprint_source(meaning, raw, idem), idem, labels)
