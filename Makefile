@@ -20,11 +20,16 @@ WEIGHTS_LOCK := requirements-weights.lock
 # refuses a hash-checked 'uvicorn[standard]' even when the lock pins uvicorn.
 KSERVE_LOCK := requirements-kserve-client.lock
 KSERVE_VENV := .maas/kserve-client
+# `make bench-peers`: KServe's and MLServer's servers, each with onnxruntime, in venvs of
+# their own (their pins are not the project's); complete locks, installed with --no-deps.
+PEERS        := .maas/peers
+PEER_KSERVE_LOCK   := requirements-peers-kserve.lock
+PEER_MLSERVER_LOCK := requirements-peers-mlserver.lock
 # One version of each package for every Python from 3.11 (these machines) to 3.12 (Lambda).
 UV_COMPILE  := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
                --fork-strategy fewest --generate-hashes --quiet
 
-.PHONY: serve test chromium console-screenshots lint bench bench-text bench-batch models verify synth deploy lock clean
+.PHONY: serve test chromium console-screenshots lint bench bench-text bench-batch bench-peers wrk models verify synth deploy lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -54,6 +59,11 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) -c $(DEV_LOCK) --excludes infra/lambda-excludes.txt -o $(LAMBDA_LOCK)
 	echo "kserve==0.21.0" | $(BIN)/uv pip compile - --universal --python-version 3.11 \
 	  --generate-hashes --quiet -o $(KSERVE_LOCK)
+	ORT=$$(grep -o '^onnxruntime==[^ ]*' $(DEV_LOCK)); \
+	printf 'kserve==0.21.0\n%s\n' "$$ORT" | $(BIN)/uv pip compile - --universal \
+	  --python-version 3.11 --generate-hashes --quiet -o $(PEER_KSERVE_LOCK); \
+	printf 'mlserver==1.7.1\n%s\n' "$$ORT" | $(BIN)/uv pip compile - --universal \
+	  --python-version 3.11 --generate-hashes --quiet -o $(PEER_MLSERVER_LOCK)
 
 serve: $(VENV)/.serve-deps
 	$(BIN)/maas serve --host $(HOST) --port $(PORT)
@@ -90,6 +100,24 @@ console-screenshots: $(VENV)/.dev-deps node_modules/.bin/cdk chromium
 
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.bench.inference
+
+# FinMaaS beside KServe and MLServer on the same graph, driven by wrk (Debian's, installed
+# here when missing, as chromium is). Not part of `make test`. PEERS_ARGS="--rounds 3".
+$(PEERS)/%/.ready: requirements-peers-%.lock
+	rm -rf $(PEERS)/$*
+	$(PYTHON) -m venv $(PEERS)/$*
+	$(PEERS)/$*/bin/python -m pip install --quiet --no-deps --require-hashes -r $<
+	@touch $@
+
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "installing Debian's wrk for the peer benchmark"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench-peers: $(VENV)/.dev-deps $(PEERS)/kserve/.ready $(PEERS)/mlserver/.ready wrk
+	$(BIN)/python -m tests.bench.peers $(PEERS_ARGS)
 
 bench-text: $(VENV)/.dev-deps
 	$(BIN)/python -m tests.bench.text
