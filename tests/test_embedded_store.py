@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -102,3 +103,59 @@ def test_a_lock_held_elsewhere_leaves_health_free_and_answers_503(services, api_
             other.close()
     # And the waiting call gives up with a retryable 503, billing nothing
     assert results == {"predict": 503, "retry_after": 1}
+
+
+def test_a_small_warm_predict_is_answered_on_the_loop_and_a_lock_sends_it_to_a_thread(
+        services, api_key):
+    """The local server answers a one-row predict of a loaded model on its event loop
+    (no thread hop); when the usage store would wait for another process's lock, nothing
+    is recorded there and the same call runs in a worker thread, which waits, then
+    answers 503: /health stays free and the call is billed once, or not at all."""
+    from finmaas.api import create_app
+    from finmaas.gateway import LocalGateway
+
+    services.offload = True
+    app = LocalGateway(create_app(services), services.tenants,
+                       quota_seed=services.metering.count_requests)
+    threads: list[str] = []
+    writing = threading.Event()
+    serve = services.predictions.serve
+
+    def serve_and_note(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        writing.set()
+        return serve(*args, **kwargs)
+
+    services.predictions.serve = serve_and_note
+    body = {"instances": [example("credit-risk")]}
+    key = {"x-api-key": api_key}
+    with TestClient(app) as client:
+        assert client.post("/v1/models/credit-risk/predict", headers=key,
+                           json=body).status_code == 200  # loads the model, in a thread
+        threads.clear()
+        assert client.post("/v1/models/credit-risk/predict", headers=key,
+                           json=body).status_code == 200
+        loop_thread = threads[-1]
+        assert len(threads) == 1  # once, where the event loop runs
+        billed = services.metering.count_requests
+        other = sqlite3.connect(services.settings.sqlite_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        results: dict[str, int] = {}
+        try:
+            threads.clear()
+            writing.clear()
+            waiting = threading.Thread(target=lambda: results.update(predict=client.post(
+                "/v1/models/credit-risk/predict", headers=key, json=body).status_code))
+            waiting.start()
+            assert writing.wait(10)
+            assert client.get("/health").status_code == 200  # the loop is free
+            waiting.join()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert results == {"predict": 503}
+        assert threads[0] == loop_thread and len(threads) == 2  # tried there, then moved
+        assert threads[1] != loop_thread
+        month = time.strftime("%Y-%m", time.gmtime())
+        key_id = next(iter(services.tenants.list_keys("acme"))).key_id
+        assert billed(key_id, month) == 2  # the two 200s; the 503 billed nothing

@@ -89,20 +89,29 @@ class LocalGateway:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    def _authorize(self, key: str) -> tuple[str | None, Rejection | None]:
-        """The key's id, or why the request is turned away (blocking: store reads)."""
+    def _identify(self, key: str) -> tuple[str | None, Plan | None, Rejection | None]:
+        """The key's id and its tenant's plan, or why the request is turned away. Reads
+        the key store, which never waits on a writer (WAL: readers see the last commit),
+        so it runs on the event loop."""
         try:
             record = self.tenants.find_key_by_hash(hash_key(key))
             tenant = self.tenants.get_tenant(record.tenant) if record else None
         except Exception:  # the key store is down: a retryable fault, not a 500
-            return None, (503, "tenants_unavailable",
-                          "the key store is unavailable; retry shortly", {"Retry-After": "1"})
+            return None, None, (503, "tenants_unavailable",
+                                "the key store is unavailable; retry shortly",
+                                {"Retry-After": "1"})
         if record is None or not record.active or tenant is None:
-            return None, (401, "invalid_api_key", "this API key is not valid", {})
+            return None, None, (401, "invalid_api_key", "this API key is not valid", {})
         if not tenant.active:  # read on every request: a suspension applies at once
-            return None, (403, "tenant_suspended", f"tenant {tenant.name} is {tenant.status}",
-                          {})
-        return record.key_id, self._admit(record.key_id, get_plan(tenant.plan))
+            return None, None, (403, "tenant_suspended",
+                                f"tenant {tenant.name} is {tenant.status}", {})
+        return record.key_id, get_plan(tenant.plan), None
+
+    def _counted(self, key_id: str, plan: Plan) -> bool:
+        """Whether admitting the key needs no usage-store read: no quota, or this month's
+        count already in memory."""
+        return plan.quota_limit is None or (
+            key_id, self.wallclock().strftime("%Y-%m")) in self.quota_used
 
     def _admit(self, key_id: str, plan: Plan) -> Rejection | None:
         """None if the request may pass, else the rejection: 429 with ``Retry-After`` and
@@ -164,9 +173,13 @@ class LocalGateway:
                 await reject(401, "missing_api_key",
                              "an API key is required: send it in the x-api-key header")
                 return
-            # The key and usage stores are a file: their reads and lock waits run off the
-            # event loop, so a locked database never freezes /health or other tenants.
-            key_id, rejected = await run_in_threadpool(self._authorize, key)
+            # The usage store's first count of a key's month may wait on a writer's lock:
+            # that runs off the event loop, so a locked database never freezes /health or
+            # other tenants. Everything else here is memory and WAL reads.
+            key_id, plan, rejected = self._identify(key)
+            if key_id is not None and plan is not None:
+                rejected = (self._admit(key_id, plan) if self._counted(key_id, plan)
+                            else await run_in_threadpool(self._admit, key_id, plan))
             if rejected:
                 await reject(*rejected)
                 return

@@ -21,7 +21,7 @@ from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import CorruptObject, ModelStore, ObjectNotFound
 from .rollout import AliasRoute, RouteError
-from .runtime import ServableModel, VersionRejected, open_version
+from .runtime import LoadedModel, ServableModel, VersionRejected, open_version
 
 log = logging.getLogger("finmaas.registry")
 DEFAULT_ALIAS = "production"
@@ -119,6 +119,20 @@ class ModelRegistry:
         named explicitly: a caller who pins a version gets exactly that)."""
         route = self._routes(name)[1].get(ref or DEFAULT_ALIAS)
         return route.shadow if route is not None else None
+
+    def in_memory(self, name: str, ref: str | None) -> bool:
+        """Whether serving ``ref`` of ``name`` needs nothing from the store: its route is
+        cached, and every version it may pick (and its shadow) is a loaded tabular model.
+        The local server answers such small requests on its event loop."""
+        hit = self._aliases.get(name)
+        if hit is None or self._clock() - hit[0] > self.alias_ttl:
+            return False
+        route = hit[2].get(ref or DEFAULT_ALIAS)
+        if route is None:
+            return False
+        versions = [v for v, _ in route.weights] + ([route.shadow] if route.shadow else [])
+        # no lock: a thread loading a model holds it, and a dict read is atomic
+        return all(isinstance(self._models.get((name, v)), LoadedModel) for v in versions)
 
     # -- cards and models --------------------------------------------------------------
     def card(self, name: str, version: str) -> ModelCard:

@@ -26,7 +26,7 @@ async def submit(request: Request) -> Response:
     from .app import json_response
 
     s = _services(request)
-    caller = await s.run(resolve_caller, request.scope, s.directory)
+    caller = await s.caller(request.scope)
     idem = bodies.idempotency_key(request)
     doc, _ = await bodies.read_json(request, MAX_SUBMIT_BYTES)
     job, created = await s.run(s.batch.submit, caller, doc, idem)

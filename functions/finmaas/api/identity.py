@@ -41,6 +41,11 @@ class TenantDirectory:
         self._cache[key_id] = (now, key, tenant)
         return key, tenant
 
+    def cached(self, key_id: str) -> bool:
+        """Whether ``lookup`` would answer from memory, with no store read."""
+        hit = self._cache.get(key_id)
+        return hit is not None and self._clock() - hit[0] <= self.ttl
+
     def clear(self) -> None:
         """Forget every key and tenant (a restored snapshot starts from the store)."""
         self._cache.clear()
@@ -73,6 +78,11 @@ class RequestIdHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def key_id_of(scope: dict[str, Any]) -> str | None:
+    key_id = (request_context(scope).get("identity") or {}).get("apiKeyId")
+    return key_id if isinstance(key_id, str) else None
 
 
 def resolve_caller(scope: dict[str, Any], directory: TenantDirectory) -> Caller:

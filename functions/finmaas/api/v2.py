@@ -489,7 +489,7 @@ async def infer(request: Request) -> Response:
     s = _services(request)
     try:
         name, ref = request.path_params["name"], request.path_params.get("version")
-        caller = await s.run(resolve_caller, request.scope, s.directory)
+        caller = await s.caller(request.scope)
         idem = bodies.idempotency_key(request)
         doc, binary, raw = await read_request(request, s.settings.max_body_bytes)
         explain = _flag(request_parameters(doc), "explain", "parameters")
@@ -506,9 +506,9 @@ async def infer(request: Request) -> Response:
         meaning = None if idem is None else {  # what a retry with the key must repeat
             "instances": instances.records() if isinstance(instances, Columns) else instances,
             "labels": labels}
-        result = await s.run(s.predictions.serve, "explanation" if explain else "prediction",
-                             caller, name, ref, instances,
-                             bodies.fingerprint_source(meaning, raw, idem), idem, labels)
+        result = await s.serve("explanation" if explain else "prediction", caller, name,
+                               ref, instances, bodies.fingerprint_source(meaning, raw, idem),
+                               idem, labels)
         return infer_response(doc, result.body, result.replayed, binary_of)
     except ApiError as exc:
         s.telemetry.error(exc.code, exc.status)

@@ -73,9 +73,12 @@ def _write_private(path: Path, text: str) -> None:
 def local_app(settings: Settings) -> Any:
     from ..api import build_services, create_app
     from ..gateway import LocalGateway
+    from ..metering.sqlite import SQLiteMeteringStore
 
     services = build_services(settings, offload=True)
     metering = services.metering
+    if isinstance(metering, SQLiteMeteringStore):  # checkpoints off the requests' path
+        metering.checkpoint_in_background()
     seed = getattr(metering, "count_requests", None)
     return LocalGateway(create_app(services), services.tenants, quota_seed=seed)
 

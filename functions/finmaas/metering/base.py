@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -28,6 +29,17 @@ BATCH_KIND = {"prediction": "batch_prediction", "explanation": "batch_explanatio
 
 class MeteringUnavailable(Exception):
     """The usage record could not be written: the caller must not get the prediction."""
+
+
+class WouldWait(Exception):
+    """Raised instead of waiting while ``NO_WAIT`` is set (a request answered on the
+    local server's event loop): the record was not written, so the caller runs the whole
+    call again where waiting is allowed, a worker thread."""
+
+
+# Set while a call runs on an event loop that must not block: a store that would wait
+# (for a lock, a writer, the network) raises WouldWait instead.
+NO_WAIT: ContextVar[bool] = ContextVar("finmaas_no_wait", default=False)
 
 
 def record_id_for(tenant: str, request_id: str, idempotency_key: str | None) -> str:
@@ -101,6 +113,9 @@ def utcnow() -> datetime:
 
 
 class MeteringStore(ABC):
+    # whether ``record`` raises WouldWait under NO_WAIT instead of waiting (SQLite does)
+    honours_no_wait = False
+
     @abstractmethod
     def record(self, rec: UsageRecord) -> UsageRecord:
         """Store ``rec`` once. Returns ``rec`` if new, or the record stored first under the
