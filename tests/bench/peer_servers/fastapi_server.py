@@ -10,9 +10,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import uvicorn  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from graph import from_env  # noqa: E402
+import uvicorn
+from fastapi import FastAPI, Request
+from graph import from_env
 
 app = FastAPI()
 graph = from_env()

@@ -10,8 +10,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import kserve  # noqa: E402
-from graph import from_env  # noqa: E402
+import kserve
+from graph import from_env
 
 
 class OnnxModel(kserve.Model):

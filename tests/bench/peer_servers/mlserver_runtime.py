@@ -8,10 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from graph import from_env  # noqa: E402
-from mlserver import MLModel  # noqa: E402
-from mlserver.codecs import NumpyCodec, StringCodec  # noqa: E402
-from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput  # noqa: E402
+from graph import from_env
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, StringCodec
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 
 class OnnxRuntime(MLModel):
