@@ -208,14 +208,16 @@ def wrk(url: str, body_file: Path, key: str | None, connections: int, seconds: i
     return result
 
 
-def run(rounds: int, seconds: int, threads: int) -> dict[str, dict[str, list[float]]]:
+def run(rounds: int, seconds: int, threads: int, only: list[str] | None = None
+        ) -> dict[str, dict[str, list[float]]]:
     figures: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="finmaas-peers-") as tmp:
         home = Path(tmp)
         script = home / "post.lua"
         script.write_text(WRK_SCRIPT)
         one, thousand = records(1), records(1000)
-        chosen = [s for s in servers(home) if s.available()]
+        chosen = [s for s in servers(home) if s.available()
+                  and (not only or any(o.lower() in s.name.lower() for o in only))]
         missing = [s.name for s in servers(home) if not s.available()]
         if missing:
             print(f"not built, left out: {', '.join(missing)} (run make bench-peers)",
@@ -281,9 +283,11 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=3, help="per measurement")
     p.add_argument("--threads", type=int, default=default_threads(),
                    help="onnxruntime intra-op threads, for every server")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="run only the servers whose name contains this (repeatable)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    figures = run(args.rounds, args.seconds, args.threads)
+    figures = run(args.rounds, args.seconds, args.threads, args.only)
     if args.json:
         print(json.dumps(figures, indent=2))
     print(table(figures))
