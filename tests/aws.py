@@ -10,6 +10,7 @@ from finmaas.metering.dynamodb import DynamoDBMeteringStore
 from finmaas.metering.stream import RollupApplier
 
 USAGE, ROLLUPS, TENANTS = "finmaas-test-usage", "finmaas-test-rollups", "finmaas-test-tenants"
+JOBS = "finmaas-test-jobs"
 
 
 def create_tables(client: Any) -> None:
@@ -24,6 +25,20 @@ def create_tables(client: Any) -> None:
             BillingMode="PAY_PER_REQUEST",
             **stream,
         )
+
+
+def create_jobs_table(client: Any, name: str = JOBS) -> None:
+    """The batch jobs table: pk/sk, and the by-tenant index (newest first)."""
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                   {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
+                              for n in ("pk", "sk", "tenant", "created_at")],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by-tenant", "Projection": {"ProjectionType": "ALL"},
+            "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"},
+                          {"AttributeName": "created_at", "KeyType": "RANGE"}]}])
 
 
 def stream_records(client: Any) -> list[dict[str, Any]]:

@@ -156,19 +156,12 @@ def job_store(request, settings):
         return
     from finmaas.batch.dynamodb import DynamoDBJobStore
 
+    from tests.aws import JOBS, create_jobs_table
+
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName="jobs", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                       {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
-                                  for n in ("pk", "sk", "tenant", "created_at")],
-            GlobalSecondaryIndexes=[{
-                "IndexName": "by-tenant", "Projection": {"ProjectionType": "ALL"},
-                "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"},
-                              {"AttributeName": "created_at", "KeyType": "RANGE"}]}])
-        yield DynamoDBJobStore("jobs", client=client)
+        create_jobs_table(client)
+        yield DynamoDBJobStore(JOBS, client=client)
 
 
 def a_job(job_id: str, tenant: str = "acme", created: str = "2026-12-01T00:00:00+00:00"):

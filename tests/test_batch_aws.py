@@ -17,24 +17,19 @@ from finmaas.errors import ApiError
 from finmaas.service import Caller, PredictionService
 from moto import mock_aws
 
-from tests.aws import ROLLUPS, TENANTS, USAGE, StreamedMeteringStore, create_tables
+from tests.aws import (
+    JOBS,
+    ROLLUPS,
+    TENANTS,
+    USAGE,
+    StreamedMeteringStore,
+    create_jobs_table,
+    create_tables,
+)
 from tests.conftest import MODEL_STORE, load_event
 
-JOBS, BUCKET = "finmaas-test-jobs", "finmaas-test-batch"
+BUCKET = "finmaas-test-batch"
 RESULTS = f"s3://{BUCKET}/tenants/demo/scores/bj-aws/"
-
-
-def create_jobs_table(client) -> None:
-    client.create_table(
-        TableName=JOBS, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
-                   {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
-                              for n in ("pk", "sk", "tenant", "created_at")],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "by-tenant", "Projection": {"ProjectionType": "ALL"},
-            "KeySchema": [{"AttributeName": "tenant", "KeyType": "HASH"},
-                          {"AttributeName": "created_at", "KeyType": "RANGE"}]}])
 
 
 @pytest.fixture

@@ -287,13 +287,19 @@ class LoadedModel:
     def _array_column(col: _Column, values: np.ndarray) -> np.ndarray | None:
         """A numeric numpy column that passes every check of a number field, as the
         graph's array; None when a value needs the slow path to name its problem."""
-        spec = col.spec
-        if spec.type not in ("number", "integer") or values.dtype.kind not in "iuf" or (
-                values.ndim != 1):
+        if col.spec.type not in ("number", "integer") or values.dtype.kind not in "iuf" or (
+                values.ndim != 1 or not len(values)):
             return None
         with np.errstate(over="ignore", invalid="ignore"):
-            arr = values.astype(np.float64)
-        if not len(arr) or not np.isfinite(arr).all():
+            return LoadedModel._checked_numbers(col, values.astype(np.float64))
+
+    @staticmethod
+    def _checked_numbers(col: _Column, arr: np.ndarray) -> np.ndarray | None:
+        """``arr`` (float64) as the graph's column if every value passes the field's
+        checks (finite, within the graph's range, whole for integers, the card's bounds),
+        else None: the slow path then names each problem."""
+        spec = col.spec
+        if not np.isfinite(arr).all():
             return None
         limit = col.magnitude_limit
         if limit is not None and np.abs(arr).max() > limit:
@@ -331,18 +337,7 @@ class LoadedModel:
             arr = np.array(values, dtype=np.float64)
         except OverflowError:  # an integer beyond float range: let the slow path say so
             return None
-        if not np.isfinite(arr).all():
-            return None
-        limit = col.magnitude_limit
-        if limit is not None and np.abs(arr).max() > limit:
-            return None
-        if spec.type == "integer" and not (arr == np.floor(arr)).all():
-            return None
-        if spec.minimum is not None and arr.min() < spec.minimum:
-            return None
-        if spec.maximum is not None and arr.max() > spec.maximum:
-            return None
-        return arr.astype(col.dtype).reshape(-1, 1)
+        return LoadedModel._checked_numbers(col, arr)
 
     @staticmethod
     def _checked_column(col: _Column, values: list[Any], fail: Any) -> np.ndarray:
