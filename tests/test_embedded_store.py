@@ -159,3 +159,37 @@ def test_a_small_warm_predict_is_answered_on_the_loop_and_a_lock_sends_it_to_a_t
         month = time.strftime("%Y-%m", time.gmtime())
         key_id = next(iter(services.tenants.list_keys("acme"))).key_id
         assert billed(key_id, month) == 2  # the two 200s; the 503 billed nothing
+
+
+def test_on_the_loop_the_registry_never_waits_for_a_load(services):
+    """Under NO_WAIT a model not loaded yet, or a registry another thread holds (it may
+    be loading a model), is WouldWait at once, never a wait; a loaded model is served."""
+    from finmaas.nowait import NO_WAIT, WouldWait
+
+    registry = services.registry
+    token = NO_WAIT.set(True)
+    try:
+        with pytest.raises(WouldWait):
+            registry.model("credit-risk", "1")  # not loaded
+        NO_WAIT.set(False)
+        loaded = registry.model("credit-risk", "1")
+        NO_WAIT.set(True)
+        assert registry.model("credit-risk", "1") is loaded
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with registry._lock:
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        try:
+            with pytest.raises(WouldWait):
+                registry.model("credit-risk", "1")
+        finally:
+            release.set()
+            holder.join()
+    finally:
+        NO_WAIT.reset(token)

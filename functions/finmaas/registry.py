@@ -20,6 +20,7 @@ from typing import Any
 from .cards import NAME_RE, VERSION_RE, CardError, ModelCard
 from .errors import IntegrityError, NotFound, ServiceUnavailable, StoreError
 from .modelstore import CorruptObject, ModelStore, ObjectNotFound
+from .nowait import NO_WAIT, WouldWait
 from .rollout import AliasRoute, RouteError
 from .runtime import LoadedModel, ServableModel, VersionRejected, open_version
 
@@ -163,6 +164,8 @@ class ModelRegistry:
 
     def model(self, name: str, version: str) -> ServableModel:
         key = (name, version)
+        if NO_WAIT.get():  # on the event loop: a loaded model, or go to a thread
+            return self._loaded_now(key)
         with self._lock:
             loaded = self._models.get(key)
             if loaded is not None:
@@ -186,6 +189,20 @@ class ModelRegistry:
             while len(self._models) > self.session_cache_size:
                 self._models.popitem(last=False)
             return loaded
+
+    def _loaded_now(self, key: tuple[str, str]) -> ServableModel:
+        """A loaded model without waiting: WouldWait if it is not loaded or another
+        thread holds the lock (it may be loading one, which takes a while)."""
+        if not self._lock.acquire(blocking=False):
+            raise WouldWait("the registry is busy loading a model")
+        try:
+            loaded = self._models.get(key)
+            if loaded is None:
+                raise WouldWait(f"{key[0]} v{key[1]} is not loaded")
+            self._models.move_to_end(key)
+            return loaded
+        finally:
+            self._lock.release()
 
     def model_of_alias(self, name: str, ref: str | None, version: str) -> ServableModel:
         """The model a request resolved (see ``_named``)."""

@@ -35,6 +35,7 @@ from .metering import (
     record_id_for,
 )
 from .metering.base import utcnow
+from .nowait import WouldWait
 from .registry import ModelRegistry
 from .rollout import ShadowStats
 from .serving import ServableModel
@@ -289,6 +290,8 @@ class PredictionService:
         try:
             shadowed = self.registry.model(name, shadow).serve("prediction", instances, labels)
             diff, flips = model.compare(predictions, shadowed.predictions)
+        except WouldWait:  # on the event loop, the registry busy: this one goes uncompared
+            return
         except Exception as exc:
             log.warning("shadow version failed", extra={"model": name, "shadow": shadow,
                                                        "error": str(exc)})

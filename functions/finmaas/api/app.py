@@ -26,7 +26,7 @@ from .. import __version__, billing, console
 from ..config import Settings
 from ..errors import ApiError, NotFound, is_v2_path
 from ..metering import MeteringStore, open_metering_store
-from ..metering.base import NO_WAIT, WouldWait
+from ..nowait import NO_WAIT, WouldWait
 from ..plans import get_plan
 from ..registry import ModelRegistry, open_registry
 from ..service import Caller, PredictionService, PredictResult

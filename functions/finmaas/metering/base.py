@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -31,15 +30,6 @@ class MeteringUnavailable(Exception):
     """The usage record could not be written: the caller must not get the prediction."""
 
 
-class WouldWait(Exception):
-    """Raised instead of waiting while ``NO_WAIT`` is set (a request answered on the
-    local server's event loop): the record was not written, so the caller runs the whole
-    call again where waiting is allowed, a worker thread."""
-
-
-# Set while a call runs on an event loop that must not block: a store that would wait
-# (for a lock, a writer, the network) raises WouldWait instead.
-NO_WAIT: ContextVar[bool] = ContextVar("finmaas_no_wait", default=False)
 
 
 def record_id_for(tenant: str, request_id: str, idempotency_key: str | None) -> str:

@@ -15,13 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from ..embedded import BUSY_TIMEOUT_SECONDS, connect
+from ..nowait import NO_WAIT, WouldWait
 from .base import (
-    NO_WAIT,
     DailyUsage,
     MeteringStore,
     MeteringUnavailable,
     UsageRecord,
-    WouldWait,
     from_nanos,
     to_nanos,
     utcnow,
