@@ -144,6 +144,8 @@ def test_csv_cells_are_typed_by_the_card_and_empty_cells_are_missing(services):
     assert chunk_row(card, "jsonl", 5, b"{not json").problem["code"] == "malformed_row"
     assert chunk_row(card, "jsonl", 6, b"[1, 2]").problem["code"] == "not_an_object"
     assert chunk_row(card, "jsonl", 7, json.dumps(example("credit-risk"))).row_id == 7
+    huge = {**example("credit-risk"), "row_id": 2**70}  # Python's json reads it whole
+    assert chunk_row(card, "jsonl", 8, huge).row_id == str(2**70)
 
 
 # -- the job store's contract, on SQLite and on DynamoDB (moto) ------------------------

@@ -70,6 +70,39 @@ def test_monthly_quota(services, clock):
     assert int(r.headers["retry-after"]) > 0
 
 
+def test_a_slow_quota_count_holds_up_no_other_key(services, clock):
+    """The first count of a quota key's month may wait on the usage store's lock: it runs
+    in a thread and holds nothing the event loop needs, so a key already counted, and
+    /health, answer meanwhile."""
+    import threading
+
+    counted, slow = make_tenant(services, "counted", "free"), make_tenant(services, "slow",
+                                                                          "free")
+    started, finish = threading.Event(), threading.Event()
+    slow_id = next(iter(services.tenants.list_keys("slow"))).key_id
+
+    def seed(key_id, _month):
+        if key_id == slow_id:
+            started.set()
+            assert finish.wait(10)
+        return 0
+
+    client = gateway_client(services, clock, quota_seed=seed)
+    assert client.get("/v1/models", headers={"x-api-key": counted}).status_code == 200
+    answers = {}
+    waiting = threading.Thread(target=lambda: answers.update(slow=client.get(
+        "/v1/models", headers={"x-api-key": slow}).status_code))
+    waiting.start()
+    try:
+        assert started.wait(10)
+        assert client.get("/v1/models", headers={"x-api-key": counted}).status_code == 200
+        assert client.get("/health").status_code == 200
+    finally:
+        finish.set()
+        waiting.join()
+    assert answers == {"slow": 200}
+
+
 def test_gateway_passes_the_key_id_not_the_key(services, clock):
     seen = {}
 

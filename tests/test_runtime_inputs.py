@@ -68,7 +68,8 @@ def _columns() -> list:
 
     out = []
     for values in ([3, 4, 5], [3.0, 4.0, 1e3], [3, 2.5, 4], [3, float("nan"), 1],
-                   [3, 2**70, 1], [3, None, 1], [3, "4", 1], [-(2**63), 2**63 - 1, 0]):
+                   [3, 2**70, 1], [3, None, 1], [3, "4", 1], [-(2**63), 2**63 - 1, 0],
+                   [2**53 + 1, 3, -(2**53) - 1]):
         out.append(pytest.param(values, None, id=f"{values}-list"))
         for dtype in ("int64", "uint64", "float32", "float64"):
             try:
@@ -108,3 +109,16 @@ def test_a_column_the_card_does_not_know_or_a_missing_one_is_named_like_a_record
     for columns in ({"count": [1, 2], "colour": ["red", "blue"]}, {}):
         batch = Columns(columns, 2)
         assert feeds_or_problems(model, batch) == feeds_or_problems(model, batch.records())
+
+
+@pytest.mark.parametrize("rows", [1, 40])
+def test_integers_past_float64s_whole_numbers_reach_an_integer_graph_exactly(rows):
+    import numpy as np
+    from finmaas.serving import Columns
+
+    graph = integer_graph()
+    model = open_version(card(graph), graph)
+    exact = 2**53 + 1
+    for batch in ([{"count": exact}] * rows,
+                  Columns({"count": np.array([exact] * rows, dtype="int64")}, rows)):
+        assert model.feeds(batch)["count"][:, 0].tolist() == [exact] * rows

@@ -107,16 +107,23 @@ class LocalGateway:
                                 f"tenant {tenant.name} is {tenant.status}", {})
         return record.key_id, get_plan(tenant.plan), None
 
-    def _counted(self, key_id: str, plan: Plan) -> bool:
-        """Whether admitting the key needs no usage-store read: no quota, or this month's
-        count already in memory."""
-        return plan.quota_limit is None or (
-            key_id, self.wallclock().strftime("%Y-%m")) in self.quota_used
+    def _count(self, key_id: str, month: str) -> Rejection | None:
+        """Read the key's requests this month from the usage store, once per key and
+        month, without holding the gateway's lock (the read may wait on a writer: it runs
+        in a worker thread). A 503 if the store cannot be read."""
+        try:
+            count = self.quota_seed(key_id, month)
+        except Exception:  # the usage store is down or locked: retry, not a 500
+            return (503, "usage_unavailable", "the usage store is unavailable; retry shortly",
+                    {"Retry-After": "1"})
+        with self._lock:
+            self.quota_used.setdefault((key_id, month), count)
+        return None
 
-    def _admit(self, key_id: str, plan: Plan) -> Rejection | None:
+    def _admit(self, key_id: str, plan: Plan, month: str) -> Rejection | None:
         """None if the request may pass, else the rejection: 429 with ``Retry-After`` and
-        the IETF draft's ``RateLimit-*`` headers. Runs off the event loop (the quota's
-        first count per key and month reads the usage store)."""
+        the IETF draft's ``RateLimit-*`` headers. Memory only (a quota's count for
+        ``month`` is read first, by ``_count``), so it runs on the event loop."""
         now = self.clock()
         with self._lock:
             bucket = self.buckets.get(key_id)
@@ -132,19 +139,9 @@ class LocalGateway:
                         {"Retry-After": reset, "RateLimit-Limit": str(plan.burst),
                          "RateLimit-Remaining": "0", "RateLimit-Reset": reset})
             if plan.quota_limit is not None:
-                wall = self.wallclock()
-                month = wall.strftime("%Y-%m")
                 slot = (key_id, month)
-                if slot not in self.quota_used:
-                    try:
-                        self.quota_used[slot] = self.quota_seed(key_id, month)
-                    except Exception:  # the usage store is down or locked: retry, not a 500
-                        bucket.tokens += 1  # this request was not served
-                        return (503, "usage_unavailable",
-                                "the usage store is unavailable; retry shortly",
-                                {"Retry-After": "1"})
                 if self.quota_used[slot] >= plan.quota_limit:
-                    reset = str(_seconds_to_next_month(wall))
+                    reset = str(_seconds_to_next_month(self.wallclock()))
                     return (429, "quota_exceeded",
                             f"monthly quota of {plan.quota_limit} requests of the {plan.name} "
                             "plan is used up",
@@ -178,8 +175,10 @@ class LocalGateway:
             # other tenants. Everything else here is memory and WAL reads.
             key_id, plan, rejected = self._identify(key)
             if key_id is not None and plan is not None:
-                rejected = (self._admit(key_id, plan) if self._counted(key_id, plan)
-                            else await run_in_threadpool(self._admit, key_id, plan))
+                month = self.wallclock().strftime("%Y-%m")
+                if plan.quota_limit is not None and (key_id, month) not in self.quota_used:
+                    rejected = await run_in_threadpool(self._count, key_id, month)
+                rejected = rejected or self._admit(key_id, plan, month)
             if rejected:
                 await reject(*rejected)
                 return

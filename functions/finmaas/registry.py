@@ -76,6 +76,8 @@ class ModelRegistry:
         hit = self._aliases.get(name)
         if hit and now - hit[0] <= self.alias_ttl:
             return hit[1], hit[2]
+        if NO_WAIT.get():  # on the event loop: the store is read in a thread
+            raise WouldWait(f"{name}'s aliases are not in memory")
         try:
             doc = self._guard(self.store.read_json, f"{name}/aliases.json")
         except NotFound:

@@ -301,6 +301,8 @@ class LoadedModel:
         spec = col.spec
         if not np.isfinite(arr).all():
             return None
+        if np.dtype(col.dtype).kind in "iu" and np.abs(arr).max() >= 2**53:
+            return None  # past float64's whole numbers: an integer graph gets them exactly
         limit = col.magnitude_limit
         if limit is not None and np.abs(arr).max() > limit:
             return None

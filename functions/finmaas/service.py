@@ -125,6 +125,7 @@ class PredictionService:
         try:
             model = self.registry.model_of_alias(name, ref, version)
             served = model.serve(kind, instances, labels)
+            shadow = self.registry.shadow(name, ref)  # read before anything is billed
         except ApiError as exc:
             self.telemetry.failed(name, version, exc.status)
             raise
@@ -149,7 +150,6 @@ class PredictionService:
         else:
             self.telemetry.predicted(name, version, units, served.kind,
                                      (time.perf_counter() - started) * 1000)
-            shadow = self.registry.shadow(name, ref)
             if shadow is not None:
                 self._shadow(name, version, shadow, model, instances, labels,
                              served.predictions)

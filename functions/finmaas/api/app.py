@@ -34,13 +34,7 @@ from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
 from . import batch, openapi, v2
 from . import body as bodies
-from .identity import (
-    RequestIdHeader,
-    TenantDirectory,
-    key_id_of,
-    request_context,
-    resolve_caller,
-)
+from .identity import RequestIdHeader, TenantDirectory, request_context, resolve_caller
 
 log = logging.getLogger("finmaas.api")
 T = TypeVar("T")
@@ -100,11 +94,16 @@ class Services:
 
     async def caller(self, scope: dict[str, Any]) -> Caller:
         """Who is calling: from the directory's memory on the loop when it has the key
-        (the usual case, and no thread hop), else through ``run``, since it reads the
-        tenant store."""
-        key_id = key_id_of(scope)
-        if key_id is not None and self.directory.cached(key_id):
-            return resolve_caller(scope, self.directory)
+        (the usual case, and no thread hop), else through ``run``, which reads the tenant
+        store."""
+        if self.offload:
+            token = NO_WAIT.set(True)
+            try:
+                return resolve_caller(scope, self.directory)
+            except WouldWait:
+                pass
+            finally:
+                NO_WAIT.reset(token)
         return await self.run(resolve_caller, scope, self.directory)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

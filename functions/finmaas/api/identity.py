@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Forbidden, ServiceUnavailable, Unauthorized
+from ..nowait import NO_WAIT, WouldWait
 from ..service import Caller
 from ..tenants import ApiKey, Tenant, TenantStore
 
@@ -30,6 +31,8 @@ class TenantDirectory:
         hit = self._cache.get(key_id)
         if hit and now - hit[0] <= self.ttl:
             return hit[1], hit[2]
+        if NO_WAIT.get():  # on the event loop: the store is read in a thread
+            raise WouldWait("the key is not in the directory's memory")
         try:
             key = self.store.get_key(key_id)
             tenant = self.store.get_tenant(key.tenant) if key else None
@@ -40,11 +43,6 @@ class TenantDirectory:
             self._cache.clear()
         self._cache[key_id] = (now, key, tenant)
         return key, tenant
-
-    def cached(self, key_id: str) -> bool:
-        """Whether ``lookup`` would answer from memory, with no store read."""
-        hit = self._cache.get(key_id)
-        return hit is not None and self._clock() - hit[0] <= self.ttl
 
     def clear(self) -> None:
         """Forget every key and tenant (a restored snapshot starts from the store)."""
@@ -78,11 +76,6 @@ class RequestIdHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-def key_id_of(scope: dict[str, Any]) -> str | None:
-    key_id = (request_context(scope).get("identity") or {}).get("apiKeyId")
-    return key_id if isinstance(key_id, str) else None
 
 
 def resolve_caller(scope: dict[str, Any], directory: TenantDirectory) -> Caller:

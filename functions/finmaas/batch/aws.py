@@ -122,11 +122,12 @@ class ChunkFunction:
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         job, items = _event_job(event)
-        card = self.service.registry.card(job["model"], job["version"])
-        rows = chunk_rows(card, job["format"], ((i["index"] + 1, i.get("row")) for i in items))
         chunk_id = f"{items[0]['index']:010d}"
         caller = Caller(job["tenant"], "batch", job["key_id"], job["job_id"])
         try:
+            card = self.service.registry.card(job["model"], job["version"])
+            rows = chunk_rows(card, job["format"],
+                              ((i["index"] + 1, i.get("row")) for i in items))
             result = self.service.score_chunk(caller, job["job_id"], chunk_id, job["model"],
                                               job["version"], job["kind"], rows)
         except ApiError as exc:

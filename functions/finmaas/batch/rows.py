@@ -91,6 +91,8 @@ def chunk_row(card: ModelCard, fmt: str, number: int, item: Any,
     row_id = record.pop(ROW_ID, None)
     if row_id is None or row_id == "" or isinstance(row_id, dict | list):
         row_id = number
+    elif type(row_id) is int and not -(2**63) <= row_id < 2**64:
+        row_id = str(row_id)  # beyond what JSON writers agree on: its digits name it
     if fmt == "csv":
         record = typed(card, record, numeric)
     return ChunkRow(row_id, record)

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS usage_records (
     kind TEXT NOT NULL DEFAULT 'prediction'
 );
 CREATE INDEX IF NOT EXISTS usage_by_month ON usage_records (month);
+CREATE INDEX IF NOT EXISTS usage_by_key_month ON usage_records (key_id, month);
 CREATE TABLE IF NOT EXISTS usage_rollups (
     tenant TEXT NOT NULL, day TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
     requests INTEGER NOT NULL, units INTEGER NOT NULL, amount_nanos INTEGER NOT NULL,
