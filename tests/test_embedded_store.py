@@ -193,3 +193,39 @@ def test_on_the_loop_the_registry_never_waits_for_a_load(services):
             holder.join()
     finally:
         NO_WAIT.reset(token)
+
+
+def test_a_busy_key_store_sends_the_key_check_to_a_thread_and_leaves_the_loop_free(
+        services, api_key):
+    """The gateway checks keys on the event loop; when another thread holds the key
+    store, the check moves to a worker thread and waits there, while /health answers."""
+    from finmaas.api import create_app
+    from finmaas.gateway import LocalGateway
+
+    services.offload = True
+    app = LocalGateway(create_app(services), services.tenants,
+                       quota_seed=services.metering.count_requests)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with services.tenants._lock:
+            held.set()
+            release.wait(10)
+
+    with TestClient(app) as client:
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        answers: dict[str, int] = {}
+        waiting = threading.Thread(target=lambda: answers.update(models=client.get(
+            "/v1/models", headers={"x-api-key": api_key}).status_code))
+        try:
+            waiting.start()
+            time.sleep(0.2)  # the key check is now waiting for the store, in a thread
+            assert client.get("/health").status_code == 200
+            assert waiting.is_alive()
+        finally:
+            release.set()
+            holder.join()
+            waiting.join()
+    assert answers == {"models": 200}

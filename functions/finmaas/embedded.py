@@ -8,7 +8,11 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+from .nowait import NO_WAIT, WouldWait
 
 # A write that cannot get the lock within this many seconds fails (503, Retry-After)
 # instead of holding a worker thread, and a client, for half a minute.
@@ -77,3 +81,30 @@ def connect(path: Path) -> sqlite3.Connection:
                            "a backup, or move it aside to start a new store") from exc
     conn.row_factory = sqlite3.Row
     return conn
+
+
+@contextlib.contextmanager
+def using(conn: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+    """A store's connection, under the store's lock. While ``NO_WAIT`` is set (the local
+    server's event loop) it is taken only if free, with SQLite's busy timeout off: a
+    lock another thread holds, or a database another process is writing, is WouldWait
+    at once instead of a wait of up to ``BUSY_TIMEOUT_SECONDS``. SQLite refuses a busy
+    write at ``BEGIN IMMEDIATE``, before anything is written."""
+    if not NO_WAIT.get():
+        with lock:
+            yield conn
+        return
+    if not lock.acquire(blocking=False):
+        raise WouldWait("the store is in use by another thread")
+    try:
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise WouldWait(str(exc)) from exc
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    finally:
+        lock.release()

@@ -24,6 +24,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from .errors import V2_ERROR_CODE_HEADER, ApiError, is_v2_path, v2_error_body
+from .nowait import NO_WAIT, WouldWait
 from .plans import Plan, get_plan
 from .tenants import TenantStore
 from .tenants.base import hash_key
@@ -91,11 +92,13 @@ class LocalGateway:
 
     def _identify(self, key: str) -> tuple[str | None, Plan | None, Rejection | None]:
         """The key's id and its tenant's plan, or why the request is turned away. Reads
-        the key store, which never waits on a writer (WAL: readers see the last commit),
-        so it runs on the event loop."""
+        the key store, which never waits on a writer (WAL: readers see the last commit):
+        on the event loop, under NO_WAIT, unless the store is busy (WouldWait)."""
         try:
             record = self.tenants.find_key_by_hash(hash_key(key))
             tenant = self.tenants.get_tenant(record.tenant) if record else None
+        except WouldWait:
+            raise  # on the loop, the store busy: the caller reads it from a thread
         except Exception:  # the key store is down: a retryable fault, not a 500
             return None, None, (503, "tenants_unavailable",
                                 "the key store is unavailable; retry shortly",
@@ -173,7 +176,16 @@ class LocalGateway:
             # The usage store's first count of a key's month may wait on a writer's lock:
             # that runs off the event loop, so a locked database never freezes /health or
             # other tenants. Everything else here is memory and WAL reads.
-            key_id, plan, rejected = self._identify(key)
+            token = NO_WAIT.set(True)
+            try:
+                identified = self._identify(key)
+            except WouldWait:
+                identified = None
+            finally:
+                NO_WAIT.reset(token)  # before any hop: a worker thread may wait
+            if identified is None:
+                identified = await run_in_threadpool(self._identify, key)
+            key_id, plan, rejected = identified
             if key_id is not None and plan is not None:
                 month = self.wallclock().strftime("%Y-%m")
                 if plan.quota_limit is not None and (key_id, month) not in self.quota_used:

@@ -14,8 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from ..embedded import BUSY_TIMEOUT_SECONDS, connect
-from ..nowait import NO_WAIT, WouldWait
+from ..embedded import BUSY_TIMEOUT_SECONDS, connect, using
 from .base import (
     DailyUsage,
     MeteringStore,
@@ -115,33 +114,11 @@ class SQLiteMeteringStore(MeteringStore):
             raise
 
     def record(self, rec: UsageRecord) -> UsageRecord:
-        if NO_WAIT.get():
-            return self._record_without_waiting(rec)
         try:
-            with self._lock:
+            with using(self._conn, self._lock):  # on the loop: WouldWait, never a wait
                 return self._write(rec)
         except sqlite3.Error as exc:
             raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
-
-    def _record_without_waiting(self, rec: UsageRecord) -> UsageRecord:
-        """``record``, or WouldWait if another thread is writing or another process holds
-        the write lock: tried once, with no busy timeout."""
-        if not self._lock.acquire(blocking=False):
-            raise WouldWait("the usage store is being written")
-        try:
-            self._conn.execute("PRAGMA busy_timeout=0")
-            try:
-                return self._write(rec)
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise WouldWait(str(exc)) from exc
-                raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise MeteringUnavailable(f"usage store {self.path}: {exc}") from exc
-            finally:
-                self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        finally:
-            self._lock.release()
 
     def _write(self, rec: UsageRecord) -> UsageRecord:
         """The record and its rollup in one transaction, or the record already there.

@@ -4,7 +4,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..embedded import connect
+from ..embedded import connect, using
 from ..plans import get_plan
 from .base import ApiKey, Tenant, TenantExists, TenantStore, now_iso
 
@@ -51,7 +51,7 @@ class SQLiteTenantStore(TenantStore):
         return tenant
 
     def get_tenant(self, name: str) -> Tenant | None:
-        with self._lock:
+        with using(self._conn, self._lock):  # WouldWait on the loop
             row = self._conn.execute("SELECT * FROM tenants WHERE name = ?", (name,)).fetchone()
         return self._tenant(row)
 
@@ -89,13 +89,13 @@ class SQLiteTenantStore(TenantStore):
         return key
 
     def get_key(self, key_id: str) -> ApiKey | None:
-        with self._lock:
+        with using(self._conn, self._lock):  # WouldWait on the loop
             row = self._conn.execute("SELECT * FROM api_keys WHERE key_id = ?",
                                      (key_id,)).fetchone()
         return self._key(row)
 
     def find_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        with self._lock:
+        with using(self._conn, self._lock):  # WouldWait on the loop
             row = self._conn.execute("SELECT * FROM api_keys WHERE key_hash = ?",
                                      (key_hash,)).fetchone()
         return self._key(row)
