@@ -315,3 +315,47 @@ def test_a_retried_submit_with_the_same_idempotency_key_starts_one_job(client, s
     job = wait_for(client, {"x-api-key": acme}, first.json()["job_id"])
     line = json.loads(Path(job["results"].removeprefix("file://")).read_text().splitlines()[0])
     assert set(line["prediction"]) >= {"probability", "contributions", "reasons"}
+
+
+def test_a_job_the_last_server_left_running_is_resumed_by_the_next(settings, services, acme):
+    """The local server was killed mid-job: the job is still 'running' with some chunks
+    done. The next ``maas serve`` (``local_app``) starts it again; it scores the rest
+    and bills each row once."""
+    from finmaas.batch.jobs import BatchJob
+    from finmaas.batch.local import parts_dir, run_file
+    from finmaas.cli.serve import local_app
+
+    area = tenant_dir(settings)
+    write_csv(area / "loans.csv", [dict(example("credit-risk"), age=20 + i % 40)
+                                   for i in range(25)])
+    results = area / "out" / "bj-00000000000000000001" / "results.jsonl"
+    results.parent.mkdir(parents=True)
+    job = BatchJob(job_id="bj-00000000000000000001", tenant="acme", key_id="k",
+                   model="credit-risk", version="1", kind="prediction",
+                   input=(area / "loans.csv").as_uri(), output=(area / "out").as_uri() + "/",
+                   results=results.as_uri(), format="csv", chunk_rows=10)
+    services.batch.store.create(job)
+    scored: list[str] = []
+    score_chunk = services.predictions.score_chunk
+
+    def killed_after_one_chunk(*args):
+        if scored:
+            raise KeyboardInterrupt  # the process died here
+        scored.append(args[2])
+        return score_chunk(*args)
+
+    services.predictions.score_chunk = killed_after_one_chunk
+    with pytest.raises(KeyboardInterrupt):
+        run_file(services.predictions, services.batch.store, job,
+                 Caller("acme", "batch", "k", job.job_id), area / "loans.csv", results)
+    services.batch.store._conn.execute(  # a kill leaves no 'failed' behind
+        "UPDATE batch_jobs SET status = 'running' WHERE job_id = ?", (job.job_id,))
+    assert len(list(parts_dir(results).glob("chunk-*.jsonl"))) == 1
+
+    restarted = local_app(settings)  # the next server, on the same store
+    runner = restarted.app.state.services.batch.runner
+    runner.threads[job.job_id].join(30)
+    done = restarted.app.state.services.batch.store.get(job.job_id)
+    assert (done.status, done.rows_done, done.chunks) == ("succeeded", 25, 3)
+    assert len(results.read_text().splitlines()) == 25
+    assert billed_units(services) == 25  # the chunk done before the kill, once

@@ -151,7 +151,11 @@ def _build_batch(s: Services) -> Any:
         inputs = S3Inputs(s.clients.get("s3"))
     else:
         from ..batch.local import LocalJobRunner
+        from ..batch.sqlite import SQLiteJobStore
 
+        if not isinstance(jobs, SQLiteJobStore):
+            raise ValueError("batch jobs with a DynamoDB jobs table run on Step Functions: "
+                             "set MAAS_BATCH_STATE_MACHINE too")
         runner = LocalJobRunner(s.predictions, jobs)
     return BatchJobs(s.predictions, jobs, runner, roots=s.settings.allowed_batch_roots,
                      chunk_rows=s.settings.batch_chunk_rows, inputs=inputs)

@@ -28,6 +28,7 @@ from typing import Any
 from ..service import Caller, PredictionService
 from .jobs import BatchJob, JobStore
 from .rows import chunk_rows, output_line, read_items
+from .sqlite import SQLiteJobStore
 
 MANIFEST = "job.json"
 
@@ -175,10 +176,21 @@ class LocalJobRunner:
     """Runs jobs submitted to the local server in a thread each, on ``file://``
     locations."""
 
-    def __init__(self, service: PredictionService, jobs: JobStore) -> None:
+    def __init__(self, service: PredictionService, jobs: SQLiteJobStore) -> None:
         self.service = service
         self.jobs = jobs
         self.threads: dict[str, threading.Thread] = {}
+
+    def resume(self) -> list[str]:
+        """Start again every job a previous server left running (it stopped or was killed
+        mid-job): each goes on from the chunks it finished, which are not billed again.
+        Returns their ids."""
+        resumed = []
+        for job in self.jobs.running():
+            if job.job_id not in self.threads:
+                self.start(job)
+                resumed.append(job.job_id)
+        return resumed
 
     def start(self, job: BatchJob) -> None:
         from .locations import parse_location

@@ -52,6 +52,14 @@ class SQLiteJobStore(JobStore):
                         rows_done=row["rows_done"], rows_failed=row["rows_failed"],
                         amount=from_nanos(row["amount_nanos"]), error=row["error"])
 
+    def running(self) -> list[BatchJob]:
+        """Every job still marked running, oldest first: after a restart of the local
+        server, the ones its threads were scoring when it stopped."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM batch_jobs WHERE status = 'running' "
+                                      "ORDER BY created_at").fetchall()
+        return [self._job(row) for row in rows]
+
     def get(self, job_id: str) -> BatchJob | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM batch_jobs WHERE job_id = ?",

@@ -72,6 +72,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def local_app(settings: Settings) -> Any:
     from ..api import build_services, create_app
+    from ..batch.local import LocalJobRunner
     from ..gateway import LocalGateway
     from ..metering.sqlite import SQLiteMeteringStore
 
@@ -80,7 +81,12 @@ def local_app(settings: Settings) -> Any:
     if isinstance(metering, SQLiteMeteringStore):  # checkpoints off the requests' path
         metering.checkpoint_in_background()
     seed = getattr(metering, "count_requests", None)
-    return LocalGateway(create_app(services), services.tenants, quota_seed=seed)
+    gateway = LocalGateway(create_app(services), services.tenants, quota_seed=seed)
+    runner = services.batch.runner
+    if isinstance(runner, LocalJobRunner):  # jobs a previous server left running
+        for job_id in runner.resume():
+            err(f"resuming batch job {job_id} where the last server left it")
+    return gateway
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
