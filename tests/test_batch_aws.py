@@ -202,3 +202,31 @@ def test_a_missing_input_or_a_foreign_location_starts_no_execution(aws_batch):
         assert (caught.value.status, caught.value.code) == (status, code), change
     assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
     assert services.batch.list(ACME) == []
+
+
+def test_a_submit_that_died_before_starting_its_job_is_started_by_its_retry(aws_batch):
+    """The process died between writing the job and starting its execution: the job
+    says running and nothing runs. The client's retry with the same Idempotency-Key
+    starts it, once."""
+    services, sfn, arn = aws_batch
+    doc = {"model": "credit-risk", "input": f"s3://{BUCKET}/tenants/acme/book.csv",
+           "output": f"s3://{BUCKET}/tenants/acme/scores/"}
+    runner = services.batch.runner
+    start = runner.start
+
+    def die(job):
+        raise SystemExit("killed")  # not an error the submit handles: the process ends
+
+    runner.start = die
+    with pytest.raises(SystemExit):
+        services.batch.submit(ACME, doc, "nightly-2026-12-06")
+    job_id = services.batch.list(ACME)[0].job_id
+    assert services.batch.get(ACME, job_id).status == "running"
+    assert sfn.list_executions(stateMachineArn=arn)["executions"] == []
+
+    runner.start = start
+    for _ in range(2):  # the retry, and one more
+        again, new = services.batch.submit(ACME, doc, "nightly-2026-12-06")
+        assert (again.job_id, new) == (job_id, False)
+    assert [e["name"] for e in sfn.list_executions(stateMachineArn=arn)["executions"]] == [
+        job_id]

@@ -49,8 +49,17 @@ class StepFunctionsRunner:
         self.arn = state_machine_arn
 
     def start(self, job: BatchJob) -> None:
-        self.client.start_execution(stateMachineArn=self.arn, name=job.job_id,
-                                    input=json.dumps(execution_input(job)))
+        """One execution per job, named by it: starting it again with the same input is
+        Step Functions' own no-op while it runs, and ExecutionAlreadyExists once it has
+        ended (it was started: nothing to do)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.start_execution(stateMachineArn=self.arn, name=job.job_id,
+                                        input=json.dumps(execution_input(job)))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+                raise
 
 
 class S3Inputs:

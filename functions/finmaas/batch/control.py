@@ -24,7 +24,8 @@ FIELDS = {"model", "version", "input", "output", "explain"}
 
 
 class JobRunner(Protocol):
-    def start(self, job: BatchJob) -> None: ...
+    def start(self, job: BatchJob) -> None:
+        """Run the job; a job already started is left as it is."""
 
 
 class InputProbe(Protocol):
@@ -111,6 +112,8 @@ class BatchJobs:
                         req.model, req.input.url, req.output.url, req.kind):
                     raise Conflict("this Idempotency-Key was already used for another job",
                                    code="idempotency_key_reused")
+                if existing.status == "running":  # an earlier submit may have died
+                    self._start(existing)          # before it started the job
                 return existing, False
         registry = self.predictions.registry
         version = registry.resolve(req.model, req.version, assign=job_id)
@@ -131,15 +134,20 @@ class BatchJobs:
                        output=req.output.url, results=results.url, format=fmt,
                        chunk_rows=self.chunk_rows)
         self.store.create(job)
+        self._start(job)
+        return job, True
+
+    def _start(self, job: BatchJob) -> None:
+        """Start the job's run; runners start a job at most once, so a repeated submit
+        may call this again."""
         try:
             self.runner.start(job)
         except ApiError:
             raise
         except Exception as exc:
-            self.store.finish(job_id, "failed", f"could not start: {exc}"[:500])
+            self.store.finish(job.job_id, "failed", f"could not start: {exc}"[:500])
             raise ServiceUnavailable("the batch job could not be started; retry shortly",
                                      code="batch_unavailable", retry_after=5) from exc
-        return job, True
 
     def get(self, caller: Caller, job_id: str) -> BatchJob:
         job = self.store.get_for(caller.tenant, job_id)

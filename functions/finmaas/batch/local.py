@@ -195,6 +195,10 @@ class LocalJobRunner:
     def start(self, job: BatchJob) -> None:
         from .locations import parse_location
 
+        running = self.threads.get(job.job_id)
+        if running is not None and running.is_alive():
+            return  # started already (a repeated submit)
+
         caller = Caller(job.tenant, "batch", job.key_id, job.job_id)
         source = parse_location(job.input, "input").path
         results = parse_location(job.results, "results").path
