@@ -229,3 +229,35 @@ def test_a_busy_key_store_sends_the_key_check_to_a_thread_and_leaves_the_loop_fr
             holder.join()
             waiting.join()
     assert answers == {"models": 200}
+
+
+def test_the_servers_checkpoints_run_beside_the_commits_not_in_them(settings):
+    """With ``checkpoint_in_background`` no commit checkpoints (automatic checkpoints are
+    off on the writing connection), yet the log still reaches the database file: the
+    background thread folds it in."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from finmaas.metering import UsageRecord
+    from finmaas.metering.sqlite import SQLiteMeteringStore
+
+    store = SQLiteMeteringStore(settings.sqlite_path)
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    stop = store.checkpoint_in_background(every_seconds=0.05)
+    try:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size = settings.sqlite_path.stat().st_size
+        t0 = datetime(2026, 12, 1, tzinfo=UTC)
+        for i in range(2000):  # twice the pages an automatic checkpoint would wait for
+            store.record(UsageRecord(
+                record_id=f"r{i}", request_id=f"r{i}", tenant="acme", key_id="k",
+                model="credit-risk", version="1", units=1, unit_price=Decimal("0.0005"),
+                amount=Decimal("0.0005"), latency_ms=1, timestamp=t0 + timedelta(seconds=i),
+                fingerprint="f" * 64))
+        deadline = time.monotonic() + 30
+        while settings.sqlite_path.stat().st_size <= size:  # folded in by the thread
+            assert time.monotonic() < deadline, "no checkpoint reached the database file"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    assert store.count_requests("k", "2026-12") == 2000

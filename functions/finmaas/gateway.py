@@ -24,7 +24,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from .errors import V2_ERROR_CODE_HEADER, ApiError, is_v2_path, v2_error_body
-from .nowait import NO_WAIT, WouldWait
+from .nowait import WOULD_WAIT, WouldWait, try_now
 from .plans import Plan, get_plan
 from .tenants import TenantStore
 from .tenants.base import hash_key
@@ -176,14 +176,8 @@ class LocalGateway:
             # The usage store's first count of a key's month may wait on a writer's lock:
             # that runs off the event loop, so a locked database never freezes /health or
             # other tenants. Everything else here is memory and WAL reads.
-            token = NO_WAIT.set(True)
-            try:
-                identified = self._identify(key)
-            except WouldWait:
-                identified = None
-            finally:
-                NO_WAIT.reset(token)  # before any hop: a worker thread may wait
-            if identified is None:
+            identified = try_now(self._identify, key)
+            if identified is WOULD_WAIT:  # the key store is busy: read it in a thread
                 identified = await run_in_threadpool(self._identify, key)
             key_id, plan, rejected = identified
             if key_id is not None and plan is not None:

@@ -26,7 +26,7 @@ from .. import __version__, billing, console
 from ..config import Settings
 from ..errors import ApiError, NotFound, is_v2_path
 from ..metering import MeteringStore, open_metering_store
-from ..nowait import NO_WAIT, WouldWait
+from ..nowait import WOULD_WAIT, try_now
 from ..plans import get_plan
 from ..registry import ModelRegistry, open_registry
 from ..service import Caller, PredictionService, PredictResult
@@ -76,35 +76,27 @@ class Services:
         """``PredictionService.serve``, through ``run``; except that the local server
         answers a small prediction of a loaded tabular model on its event loop, where a
         thread hop would cost more than the work (about half a millisecond here). The
-        usage store is asked not to wait there: if it would (another writer, another
+        stores are asked not to wait there: if one would (another writer, another
         process's lock), nothing was recorded and the call runs again in a thread."""
-        if (self.offload and kind == "prediction" and labels is None
-                and len(instances) <= INLINE_ROWS and self.metering.honours_no_wait
-                and self.registry.in_memory(name, ref)):
-            token = NO_WAIT.set(True)
-            try:
-                return self.predictions.serve(kind, caller, name, ref, instances, body,
-                                              idempotency_key, labels)
-            except WouldWait:
-                pass
-            finally:
-                NO_WAIT.reset(token)
-        return await self.run(self.predictions.serve, kind, caller, name, ref, instances,
-                              body, idempotency_key, labels)
+        args = (kind, caller, name, ref, instances, body, idempotency_key, labels)
+        if (kind == "prediction" and labels is None and len(instances) <= INLINE_ROWS
+                and self.metering.honours_no_wait and self.registry.in_memory(name, ref)):
+            return await self.run_soon(self.predictions.serve, *args)
+        return await self.run(self.predictions.serve, *args)
 
     async def caller(self, scope: dict[str, Any]) -> Caller:
         """Who is calling: from the directory's memory on the loop when it has the key
-        (the usual case, and no thread hop), else through ``run``, which reads the tenant
-        store."""
+        (the usual case, and no thread hop), else from the tenant store in a thread."""
+        return await self.run_soon(resolve_caller, scope, self.directory)
+
+    async def run_soon(self, fn: Callable[..., T], *args: Any) -> T:
+        """``run``, except that the local server first tries ``fn`` on the loop with the
+        stores told not to wait (``nowait.try_now``), and hops only if it would."""
         if self.offload:
-            token = NO_WAIT.set(True)
-            try:
-                return resolve_caller(scope, self.directory)
-            except WouldWait:
-                pass
-            finally:
-                NO_WAIT.reset(token)
-        return await self.run(resolve_caller, scope, self.directory)
+            result = try_now(fn, *args)
+            if result is not WOULD_WAIT:
+                return result
+        return await self.run(fn, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking store work, off the event loop where there is one to keep free.
