@@ -39,6 +39,17 @@ def test_explanations_are_their_own_line_and_not_covered_by_included_predictions
     assert inv["subtotal_usd"] == "0.0055"
 
 
+def test_batch_rows_use_the_included_units_like_predicted_rows_on_their_own_line():
+    rows = [row("2026-10-01", "credit-risk", 600, "0.0005"),
+            row("2026-10-02", "credit-risk", 700, "0.0005", kind="batch_prediction"),
+            row("2026-10-02", "credit-risk", 5, "0.0015", kind="batch_explanation")]
+    inv = build_invoice("acme", get_plan("free"), "2026-10", rows, TODAY)
+    assert [(ln["kind"], ln["units"]) for ln in inv["lines"]] == [
+        ("batch_explanation", 5), ("batch_prediction", 700), ("prediction", 600)]
+    # 1,000 included rows: 600 predicted, then 400 of the batch's; explained rows are paid
+    assert inv["included_units"] == {"allowance": 1000, "used": 1000, "credit_usd": "0.5"}
+
+
 def test_a_usage_range_ends_today_at_the_latest():
     # no store is ever asked for a month after today (DynamoDB's month walk once met year 10000)
     assert parse_range("2026-11-01", "9999-12-31", TODAY) == (date(2026, 11, 1), TODAY)
