@@ -196,11 +196,20 @@ def test_large_batches_refuse_what_small_ones_refuse_whatever_the_record(client,
     batch[7] = ["not", "a", "record"]
     batch[9] = {**batch[9], "incomee": 146}
     batch[12] = {**batch[12], "price": "1292"}  # nor is a numeric string
+    # as many fields as the card has, one of them misspelt: the count alone proves nothing
+    batch[15] = {("incomee" if k == "income" else k): v for k, v in batch[15].items()}
+    assert len(batch[15]) == len(good)
     err = assert_error(post(client, api_key, {"instances": batch}), 422, "validation_error")
     found = {(d["instance"], d["field"], d["code"]) for d in err["details"]}
     assert found >= {(3, "income", "wrong_type"), (7, None, "not_an_object"),
-                     (9, "incomee", "unknown_field"), (12, "price", "wrong_type")}
-    assert {d["instance"] for d in err["details"]} == {3, 7, 9, 12}
+                     (9, "incomee", "unknown_field"), (12, "price", "wrong_type"),
+                     (15, "incomee", "unknown_field")}
+    assert {d["instance"] for d in err["details"]} == {3, 7, 9, 12, 15}
+    only_misspelt = [{**good, "age": 30}] * 39 + [batch[15]]
+    err = assert_error(post(client, api_key, {"instances": only_misspelt}), 422,
+                       "validation_error")
+    assert [(d["instance"], d["field"], d["code"]) for d in err["details"]] == [
+        (39, "incomee", "unknown_field")]
     assert billed_units(services) == 0
     # a record without an optional field takes the column-by-column path, same answers
     optional = [{k: v for k, v in r.items() if k != "income"} for r in batch[:2]]

@@ -227,8 +227,16 @@ class LoadedModel:
         problems = Problems()
         fail = problems.add
         names = self._names
-        # whole-batch checks in C (map, set): a record walk only when one fails
-        if set(map(type, instances)) != {dict} or not all(map(names.issuperset, instances)):
+        # numpy's per-call cost only pays off past a few rows
+        vectorise = len(instances) >= VECTORISE_FROM
+        # the usual batch, proved in C (map, set) without looking at a key: records of as
+        # many fields as the card has, every one of them present, hold no other field
+        by_column = (self._transposed(instances) if vectorise
+                     and set(map(type, instances)) == {dict}
+                     and set(map(len, instances)) == {len(names)} else None)
+        if by_column is not None:
+            records = instances
+        elif set(map(type, instances)) != {dict} or not all(map(names.issuperset, instances)):
             for i, record in enumerate(instances):
                 if type(record) is not dict:
                     fail(i, None, "not_an_object",
@@ -240,9 +248,8 @@ class LoadedModel:
             records = [r if type(r) is dict else {} for r in instances]
         else:
             records = instances
-        # numpy's per-call cost only pays off past a few rows
-        vectorise = len(records) >= VECTORISE_FROM
-        by_column = self._transposed(records) if vectorise else None
+        if by_column is None and vectorise:
+            by_column = self._transposed(records)
         columns: dict[str, np.ndarray] = {}
         for i, col in enumerate(self._columns):
             values = (by_column[i] if by_column is not None
