@@ -46,10 +46,11 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _field_problems(event: dict[str, Any]) -> list[dict[str, str]]:
-    """The fields Mangum or the app read that are missing or of the wrong type. A field
-    they never read may be anything."""
+def _field_problems(event: dict[str, Any]) -> tuple[list[dict[str, str]], bytes | None]:
+    """The fields Mangum or the app read that are missing or of the wrong type (a field
+    they never read may be anything), and a base64 body's bytes, decoded once here."""
     problems: list[dict[str, str]] = []
+    decoded = None
 
     def bad(field: str, value: Any, message: str) -> None:
         problems.append({"field": field, "code": "missing" if value is None else "wrong_type",
@@ -87,7 +88,7 @@ def _field_problems(event: dict[str, Any]) -> list[dict[str, str]]:
         bad("isBase64Encoded", encoded, "must be true or false")
     elif encoded and isinstance(body, str):
         try:
-            b64decode(body, validate=True)
+            decoded = b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             problems.append({"field": "body", "code": "not_base64",
                              "message": "isBase64Encoded is true but the body is not base64"})
@@ -95,7 +96,7 @@ def _field_problems(event: dict[str, Any]) -> list[dict[str, str]]:
         problems += [{"field": field, "code": "not_unicode",
                       "message": "holds a lone UTF-16 surrogate, which is not a Unicode "
                                  "character"} for field in _unencodable(event)]
-    return problems
+    return problems, decoded
 
 
 def _unencodable(event: dict[str, Any]) -> list[str]:
@@ -119,8 +120,10 @@ def _unencodable(event: dict[str, Any]) -> list[str]:
     return bad
 
 
-def event_problem(event: Any) -> ApiError | None:
-    """Why ``event`` is not a REST API proxy event the app can serve, or None."""
+def checked_event(event: Any) -> ApiError | dict[str, Any]:
+    """Why ``event`` is not a REST API proxy event the app can serve, or the event as
+    Mangum is to read it: a base64 body (binary media: V2's binary tensors) already
+    decoded, which Mangum passes on as bytes, so its body is decoded once, not twice."""
     if not isinstance(event, dict):
         return BadRequest(f"the Lambda event is not a JSON object; {REST_API_ONLY}",
                           code="invalid_event",
@@ -129,11 +132,13 @@ def event_problem(event: Any) -> ApiError | None:
     kind = _other_event_kind(event)
     if kind:
         return BadRequest(f"this is {kind}; {REST_API_ONLY}", code="unsupported_event")
-    problems = _field_problems(event)
+    problems, decoded = _field_problems(event)
     if problems:
         return BadRequest(f"the Lambda event is not a valid REST API proxy event; "
                           f"{REST_API_ONLY}", code="invalid_event", details=problems)
-    return None
+    if decoded is not None:
+        return {**event, "body": decoded, "isBase64Encoded": False}
+    return event
 
 
 def event_request_id(event: Any) -> str | None:
@@ -213,15 +218,15 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
             publish_metrics(context)
 
     def respond(event: Any, context: Any) -> dict[str, Any]:
-        problem = event_problem(event)
-        if problem is not None:
+        checked = checked_event(event)
+        if isinstance(checked, ApiError):
             # Never log the event itself: its headers carry the caller's API key.
-            logger.warning("refused a Lambda event", code=problem.code,
-                           problems=problem.details)
-            telemetry.error(problem.code, problem.status)
-            return error_response(problem, event_request_id(event))
+            logger.warning("refused a Lambda event", code=checked.code,
+                           problems=checked.details)
+            telemetry.error(checked.code, checked.status)
+            return error_response(checked, event_request_id(event))
         try:
-            return asgi(event, context)
+            return asgi(checked, context)  # the event, its base64 body decoded
         except Exception:
             # Mangum runs the app and answers its errors itself; what escapes is the adapter
             # failing on an event that passed the checks above: our fault, so a 500.
