@@ -395,3 +395,19 @@ def test_non_finite_binary_values_are_refused_by_row_and_field(triton, server):
     assert r.status_code == 422, r.text
     assert "[5] age: age must be a finite number" in r.json()["error"]
     assert billed(server) == before
+
+
+@pytest.mark.parametrize("values", [
+    ["rent", "own", "", "mortgage"],  # ASCII throughout: decoded once, sliced as text
+    ["rent", "propriétaire", "自有", ""],  # UTF-8 beyond ASCII: element by element
+    ["x" * 200, "own"],  # a length byte past 127 makes the data non-ASCII
+])
+def test_binary_bytes_decode_to_the_strings_sent(values):
+    from finmaas.api.v2 import decode_inputs
+
+    blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in values)
+    doc = {"inputs": [{"name": "home", "datatype": "BYTES", "shape": [len(values)],
+                       "parameters": {"binary_data_size": len(blob)}}]}
+    columns, rows = decode_inputs(doc, blob)
+    assert rows == len(values) and columns["home"] == values
+    assert all(type(v) is str for v in columns["home"])

@@ -134,7 +134,10 @@ def _column(data: Any, shape: list[int], name: str) -> list[Any]:
 
 def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[Any]:
     if datatype == "BYTES":
-        # each element: a 4-byte little-endian length, then its bytes
+        # each element: a 4-byte little-endian length, then its bytes. ASCII data (the
+        # usual categories, and the lengths below 128) is decoded once and sliced as text
+        ascii = blob.isascii()
+        source: bytes | str = blob.decode("ascii") if ascii else blob
         pieces, at, end, length = [], 0, len(blob), struct.Struct("<I").unpack_from
         append = pieces.append
         while at < end:
@@ -142,11 +145,11 @@ def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[An
                 raise _fail(f"{name}: BYTES data ends inside an element's length")
             start = at + 4
             at = start + length(blob, at)[0]
-            append(blob[start:at])
+            append(source[start:at])
         if at > end:
             raise _fail(f"{name}: a BYTES element runs past its data")
         try:
-            values = [p.decode("utf-8") for p in pieces]
+            values = pieces if ascii else [p.decode("utf-8") for p in pieces]
         except UnicodeDecodeError:
             raise _fail(f"{name}: a BYTES element is not UTF-8 text") from None
     elif datatype == "BOOL":
