@@ -157,6 +157,46 @@ def test_errors_are_counted_by_code_in_emf(handler, capsys):
                                    errors[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]]
 
 
+def test_paid_routes_are_answered_before_the_fastapi_application_is_built(handler):
+    """Lambda serves predict, explain and V2 from a Starlette application of their own;
+    the FastAPI application (and its import) waits for the first request that needs it,
+    which is then answered as before."""
+    app = handler.app
+    for name in ("predict-credit-risk.json", "explain-credit-risk.json",
+                 "v2-infer-credit-risk.json", "v2-model-metadata.json",
+                 "bad-unknown-model.json", "bad-wrong-type.json"):
+        assert handler(load_event(name), LambdaContext())["statusCode"] < 500, name
+    wrong_method = {**load_event("predict-credit-risk.json"), "httpMethod": "GET",
+                    "body": None}
+    response = handler(wrong_method, LambdaContext())
+    assert response["statusCode"] == 405
+    assert json.loads(response["body"])["error"]["code"] == "method_not_allowed"
+    assert "POST" in response["multiValueHeaders"].get("allow", response["headers"].get(
+        "allow", ""))
+    assert not app.built
+    response = handler(load_event("list-models.json"), LambdaContext())
+    assert response["statusCode"] == 200 and app.built
+    assert response["headers"]["x-request-id"]
+    not_found = handler(load_event("bad-route.json"), LambdaContext())
+    assert not_found["statusCode"] == 404
+    assert json.loads(not_found["body"])["error"]["code"] == "route_not_found"
+
+
+def test_a_fault_behind_the_paid_routes_is_one_500_counted_once(handler, monkeypatch,
+                                                                 capsys):
+    def broken() -> list:
+        raise RuntimeError("catalogue bug")
+
+    monkeypatch.setattr(handler.services.registry, "catalogue", broken)
+    event = load_event("list-models.json")
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 500
+    assert json.loads(response["body"])["error"]["code"] == "internal_error"
+    assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
+    faults = [m for m in emf_lines(capsys) if "ServerErrors" in m]
+    assert [m["code"] for m in faults] == ["internal_error"]
+
+
 # -- the handler's edge: events that are not REST API proxy events ------------------------
 def predict_event() -> dict:
     return copy.deepcopy(load_event("predict-credit-risk.json"))

@@ -89,6 +89,9 @@ text = handler(json.load(open({str(EVENTS / 'predict-text-embedding.json')!r})),
 print("TEXT", text["statusCode"], json.loads(text["body"]).get("usage"), file=sys.stderr)
 leaked = [m for m in sys.modules if m.split(".")[0] in {TRAINING_LIBS!r}]
 print("LEAKED", leaked, file=sys.stderr)
+print("FASTAPI before", "fastapi" in sys.modules, file=sys.stderr)
+health = handler(json.load(open({str(EVENTS / 'health.json')!r})), Ctx())
+print("HEALTH", health["statusCode"], "fastapi" in sys.modules, file=sys.stderr)
 """
     env = {"MAAS_HOME": str(tmp_path / "home"), "MAAS_CACHE_DIR": str(tmp_path / "cache"),
            "MAAS_MODEL_STORE": str(REPO / "model_store"), "PATH": os.environ["PATH"],
@@ -101,3 +104,6 @@ print("LEAKED", leaked, file=sys.stderr)
     assert "TEXT 200 {'units'" in result.stderr, result.stderr[-3000:]
     assert not (bundle / "huggingface_hub").exists()
     assert "LEAKED []" in result.stderr
+    # predictions never import FastAPI; the first route that needs it does
+    assert "FASTAPI before False" in result.stderr
+    assert "HEALTH 200 True" in result.stderr

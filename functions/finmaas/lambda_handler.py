@@ -195,7 +195,7 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     from mangum import Mangum
 
     from . import snapstart
-    from .api import build_services, create_app
+    from .api import LambdaApp, build_services
     from .telemetry import PowertoolsTelemetry
 
     logger = Logger(service="finmaas")
@@ -203,7 +203,7 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
     if services is None:
         services = build_services(settings or Settings.from_env(),
                                   telemetry=PowertoolsTelemetry(metrics))
-    app = create_app(services)
+    app = LambdaApp(services)  # FastAPI is imported on the first request that needs it
     asgi = Mangum(StagePrefix(app), lifespan="off")
     snapstart.register(services, app)  # Lambda SnapStart's hooks, where the runtime has them
 
@@ -237,4 +237,5 @@ def build_handler(settings: Settings | None = None, services: Any = None) -> Any
             return error_response(error, event_request_id(event))
 
     handler.services = services  # type: ignore[attr-defined]
+    handler.app = app  # type: ignore[attr-defined]
     return handler

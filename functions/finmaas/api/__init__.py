@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .app import Services, build_services, create_app
+from .app import LambdaApp, Services, build_services, create_app
 
-__all__ = ["Services", "build_services", "create_app"]
+__all__ = ["LambdaApp", "Services", "build_services", "create_app"]

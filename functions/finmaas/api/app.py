@@ -1,7 +1,13 @@
-"""``create_app``: the FastAPI application, built by a factory so tests build their own.
+"""``create_app``: the FastAPI application, built by a factory so tests build their own;
+``LambdaApp``: the same routes as Lambda serves them, the paid ones first.
 
 Routes are ``async def``: a sync route hops to a thread pool, which on Lambda costs more
 than the inference itself.
+
+FastAPI is imported only where its application is built: importing it costs about 0.25 s
+here (its OpenAPI models alone ~0.1 s), a third of a cold start, and the routes a paying
+caller hits (``/v1`` predict and explain, ``/v2``) are plain Starlette routes that never
+needed it.
 """
 
 from __future__ import annotations
@@ -12,13 +18,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request  # FastAPI's Request is this class
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -32,9 +37,13 @@ from ..registry import ModelRegistry, open_registry
 from ..service import Caller, PredictionService, PredictResult
 from ..telemetry import NullTelemetry, Telemetry
 from ..tenants import TenantStore, open_tenant_store
-from . import batch, openapi, v2
+from . import batch, v2
 from . import body as bodies
 from .identity import RequestIdHeader, TenantDirectory, request_context, resolve_caller
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+    from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("finmaas.api")
 T = TypeVar("T")
@@ -172,6 +181,8 @@ def _services(request: Request) -> Services:
 
 
 def health_router() -> APIRouter:
+    from fastapi import APIRouter
+
     router = APIRouter(tags=["health"])
 
     @router.head("/health", include_in_schema=False)  # load balancers and uptime probes
@@ -183,6 +194,8 @@ def health_router() -> APIRouter:
 
 
 def models_router() -> APIRouter:
+    from fastapi import APIRouter
+
     router = APIRouter(prefix="/v1/models", tags=["models"])
 
     @router.get("", summary="The catalogue: models, versions, aliases, prices")
@@ -258,6 +271,8 @@ PREDICT_ROUTES = [
 
 
 def billing_router() -> APIRouter:
+    from fastapi import APIRouter
+
     router = APIRouter(prefix="/v1", tags=["billing"])
 
     @router.get("/usage", summary="Your usage by day and model (rollups)")
@@ -316,16 +331,9 @@ def _guarded(fn: Callable[[], Any]) -> Any:
                                  code="usage_unavailable") from exc
 
 
-def create_app(services: Services | None = None) -> FastAPI:
-    services = services or build_services()
-    app = FastAPI(
-        title="FinMaaS",
-        version=__version__,
-        description="Financial models, paid per prediction. Every route but /health needs "
-                    "an API key in x-api-key. Errors are "
-                    '{"error": {"code", "message", "details"}}.',
-    )
-    app.state.services = services
+def error_handlers(services: Services) -> dict[Any, Callable[..., Any]]:
+    """How an error becomes an answer, for both applications: the API's error body (V2's
+    on ``/v2`` paths), the request id, the error counted once."""
 
     def error(request: Request, exc: ApiError) -> Response:
         services.telemetry.error(exc.code, exc.status)
@@ -338,18 +346,9 @@ def create_app(services: Services | None = None) -> FastAPI:
             headers["x-request-id"] = request_id
         return json_response(exc.body(), exc.status, headers)
 
-    @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
         return error(request, exc)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "code": e.get("type"),
-                    "message": e.get("msg")} for e in exc.errors()]
-        return error(request, ApiError("the request is invalid", status=422,
-                                       code="validation_error", details=details))
-
-    @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code,
                                                                         "http_error")
@@ -358,14 +357,45 @@ def create_app(services: Services | None = None) -> FastAPI:
             headers=dict(exc.headers or {}))  # 405 keeps its Allow header
         return error(request, err)
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
         return error(request, ApiError("internal error; it has been logged", status=500,
                                        code="internal_error"))
 
-    # The hot path first: Starlette tries routes in order.
-    app.router.routes[:0] = PREDICT_ROUTES + v2.ROUTES
+    return {ApiError: api_error, StarletteHTTPException: http_error, Exception: unexpected}
+
+
+# The hot path first: Starlette tries routes in order.
+PAID_ROUTES = PREDICT_ROUTES + v2.ROUTES
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+
+    from . import openapi
+
+    services = services or build_services()
+    app = FastAPI(
+        title="FinMaaS",
+        version=__version__,
+        description="Financial models, paid per prediction. Every route but /health needs "
+                    "an API key in x-api-key. Errors are "
+                    '{"error": {"code", "message", "details"}}.',
+    )
+    app.state.services = services
+    handlers = error_handlers(services)
+    for kind, handler in handlers.items():
+        app.add_exception_handler(kind, handler)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "code": e.get("type"),
+                    "message": e.get("msg")} for e in exc.errors()]
+        return await handlers[ApiError](request, ApiError(
+            "the request is invalid", status=422, code="validation_error", details=details))
+
+    app.router.routes[:0] = PAID_ROUTES
     app.include_router(health_router())
     app.include_router(models_router())
     app.include_router(billing_router())
@@ -374,3 +404,59 @@ def create_app(services: Services | None = None) -> FastAPI:
     openapi.install(app, services.registry)
     app.add_middleware(RequestIdHeader)
     return app
+
+
+class LambdaApp:
+    """The application as the Lambda function serves it: the paid routes (``/v1``
+    predict and explain, ``/v2``) in a Starlette application of their own, with the same
+    error handlers and request-id header as ``create_app``'s; any other request goes to
+    ``create_app``'s FastAPI application, built the first time one arrives (or before a
+    SnapStart snapshot: ``openapi``). A container's first prediction so never imports
+    FastAPI, about a third of a cold start."""
+
+    def __init__(self, services: Services) -> None:
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+
+        self.services = services
+        self._full: FastAPI | None = None
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=PAID_ROUTES, middleware=[Middleware(RequestIdHeader)],
+                             exception_handlers=error_handlers(services))
+        self.app.state.services = services
+        self.app.router.default = self._rest
+
+    @property
+    def built(self) -> bool:
+        """Whether a request (or ``openapi``) has needed the FastAPI application yet."""
+        return self._full is not None
+
+    @property
+    def full(self) -> FastAPI:
+        """``create_app``'s application, built once."""
+        with self._lock:
+            if self._full is None:
+                self._full = create_app(self.services)
+            return self._full
+
+    def openapi(self) -> dict[str, Any]:
+        return self.full.openapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+    async def _rest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answered = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.full(scope, receive, watch)
+        except Exception:
+            # The FastAPI application answered it with a logged, counted 500 and re-raised,
+            # as Starlette does: answering it again here would count it twice.
+            if not answered:
+                raise
