@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 from finmaas.cli.invoke import load_function
 from finmaas.keys import ensure_events_identity
+from starlette.requests import Request
 
 from tests.conftest import EVENTS, LambdaContext, load_event
 
@@ -182,19 +183,60 @@ def test_paid_routes_are_answered_before_the_fastapi_application_is_built(handle
     assert json.loads(not_found["body"])["error"]["code"] == "route_not_found"
 
 
-def test_a_fault_behind_the_paid_routes_is_one_500_counted_once(handler, monkeypatch,
-                                                                 capsys):
-    def broken() -> list:
-        raise RuntimeError("catalogue bug")
-
-    monkeypatch.setattr(handler.services.registry, "catalogue", broken)
-    event = load_event("list-models.json")
+def one_counted_500(handler, event: dict, capsys) -> None:
     response = handler(event, LambdaContext())
     assert response["statusCode"] == 500
     assert json.loads(response["body"])["error"]["code"] == "internal_error"
     assert response["headers"]["x-request-id"] == event["requestContext"]["requestId"]
     faults = [m for m in emf_lines(capsys) if "ServerErrors" in m]
     assert [m["code"] for m in faults] == ["internal_error"]
+
+
+def test_a_fault_in_the_fastapi_application_is_one_500_counted_once(handler, monkeypatch,
+                                                                     capsys):
+    def broken() -> list:
+        raise RuntimeError("catalogue bug")
+
+    monkeypatch.setattr(handler.services.registry, "catalogue", broken)
+    one_counted_500(handler, load_event("list-models.json"), capsys)
+
+
+def test_a_fault_in_a_paid_route_is_one_500_counted_once(handler, monkeypatch, capsys):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("prediction bug")
+
+    monkeypatch.setattr(handler.services, "serve", broken)
+    one_counted_500(handler, load_event("predict-credit-risk.json"), capsys)
+    assert not handler.app.built
+
+
+def test_a_failed_build_of_the_fastapi_application_is_tried_again(handler, monkeypatch,
+                                                                   capsys):
+    import finmaas.api.app as api_app
+
+    real = api_app.create_app
+    monkeypatch.setattr(api_app, "create_app", lambda services: 1 / 0)
+    one_counted_500(handler, load_event("list-models.json"), capsys)
+    assert not handler.app.built
+    monkeypatch.setattr(api_app, "create_app", real)
+    assert handler(load_event("list-models.json"), LambdaContext())["statusCode"] == 200
+    assert handler.app.built
+
+
+def test_fastapi_routes_behind_the_paid_routes_resolve_their_own_urls(handler):
+    """Starlette keeps the first router it finds in the scope: the FastAPI application
+    must see its own, or ``url_for`` looks among the paid routes only."""
+    full = handler.app.fastapi_app()
+
+    @full.get("/v1/where-is-health")
+    async def where(request: Request) -> dict:
+        return {"url": str(request.url_for("health"))}
+
+    event = {**load_event("list-models.json"), "path": "/v1/where-is-health",
+             "resource": "/v1/where-is-health"}
+    response = handler(event, LambdaContext())
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["url"].endswith("/health")
 
 
 # -- the handler's edge: events that are not REST API proxy events ------------------------

@@ -295,6 +295,10 @@ def test_the_gateway_answers_v2_paths_in_v2s_shape(server):
     (struct.pack("<I", 9) + b"rent", "runs past"),
     (struct.pack("<I", 4) + b"\xff\xfe\xfd\xfc", "not UTF-8"),
     (b"\x01\x00", "ends inside"),
+    # after a whole element, on the ASCII path and on the UTF-8 one
+    (struct.pack("<I", 4) + b"rent" + b"\x01", "ends inside"),
+    (struct.pack("<I", 2) + "é".encode() + b"\x01", "ends inside"),
+    (struct.pack("<I", 2) + "é".encode() + struct.pack("<I", 9) + b"own", "runs past"),
 ])
 def test_malformed_binary_bytes_are_refused(server, blob, why):
     header = json.dumps({"inputs": [{"name": "home", "datatype": "BYTES", "shape": [1],

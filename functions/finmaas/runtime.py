@@ -231,9 +231,9 @@ class LoadedModel:
         vectorise = len(instances) >= VECTORISE_FROM
         # the usual batch, proved in C (map, set) without looking at a key: records of as
         # many fields as the card has, every one of them present, hold no other field
-        by_column = (self._transposed(instances) if vectorise
-                     and set(map(type, instances)) == {dict}
-                     and set(map(len, instances)) == {len(names)} else None)
+        tried = (vectorise and set(map(type, instances)) == {dict}
+                 and set(map(len, instances)) == {len(names)})
+        by_column = self._transposed(instances) if tried else None
         if by_column is not None:
             records = instances
         elif set(map(type, instances)) != {dict} or not all(map(names.issuperset, instances)):
@@ -248,7 +248,7 @@ class LoadedModel:
             records = [r if type(r) is dict else {} for r in instances]
         else:
             records = instances
-        if by_column is None and vectorise:
+        if by_column is None and vectorise and not tried:  # the same dicts fail the same way
             by_column = self._transposed(records)
         columns: dict[str, np.ndarray] = {}
         for i, col in enumerate(self._columns):

@@ -411,7 +411,7 @@ class LambdaApp:
     predict and explain, ``/v2``) in a Starlette application of their own, with the same
     error handlers and request-id header as ``create_app``'s; any other request goes to
     ``create_app``'s FastAPI application, built the first time one arrives (or before a
-    SnapStart snapshot: ``openapi``). A container's first prediction so never imports
+    SnapStart snapshot: ``openapi``), so a container's first prediction never imports
     FastAPI, about a third of a cold start."""
 
     def __init__(self, services: Services) -> None:
@@ -431,16 +431,18 @@ class LambdaApp:
         """Whether a request (or ``openapi``) has needed the FastAPI application yet."""
         return self._full is not None
 
-    @property
-    def full(self) -> FastAPI:
-        """``create_app``'s application, built once."""
+    def fastapi_app(self) -> FastAPI:
+        """``create_app``'s application, built by the first caller (about 0.25 s); a build
+        that raises is not kept, so the next request tries again."""
+        if self._full is not None:
+            return self._full
         with self._lock:
             if self._full is None:
                 self._full = create_app(self.services)
             return self._full
 
     def openapi(self) -> dict[str, Any]:
-        return self.full.openapi()
+        return self.fastapi_app().openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
@@ -453,8 +455,12 @@ class LambdaApp:
             answered = answered or message["type"] == "http.response.start"
             await send(message)
 
+        full = self.fastapi_app()
+        # Starlette's router keeps a "router" already in the scope: without this, url_for in
+        # a FastAPI route would look among the paid routes only.
+        scope = {**scope, "router": full.router}
         try:
-            await self.full(scope, receive, watch)
+            await full(scope, receive, watch)
         except Exception:
             # The FastAPI application answered it with a logged, counted 500 and re-raised,
             # as Starlette does: answering it again here would count it twice.

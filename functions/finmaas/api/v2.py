@@ -136,8 +136,8 @@ def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[An
     if datatype == "BYTES":
         # each element: a 4-byte little-endian length, then its bytes. ASCII data (the
         # usual categories, and the lengths below 128) is decoded once and sliced as text
-        ascii = blob.isascii()
-        source: bytes | str = blob.decode("ascii") if ascii else blob
+        all_ascii = blob.isascii()
+        source: bytes | str = blob.decode("ascii") if all_ascii else blob
         pieces, at, end, length = [], 0, len(blob), struct.Struct("<I").unpack_from
         append = pieces.append
         while at < end:
@@ -149,7 +149,7 @@ def _binary_values(datatype: str, blob: bytes, count: int, name: str) -> list[An
         if at > end:
             raise _fail(f"{name}: a BYTES element runs past its data")
         try:
-            values = pieces if ascii else [p.decode("utf-8") for p in pieces]
+            values = pieces if all_ascii else [p.decode("utf-8") for p in pieces]
         except UnicodeDecodeError:
             raise _fail(f"{name}: a BYTES element is not UTF-8 text") from None
     elif datatype == "BOOL":
